@@ -1,0 +1,99 @@
+"""Reading audio: every waveform in speechssl is mono float32 at 16 kHz.
+
+Manifests keep files as they are on disk; the resampling to 16 kHz is recorded in the
+manifest as a lhotse ``Resample`` transform (so ``cut.load_audio()`` already returns 16 kHz),
+and stereo is down-mixed here, on load, by averaging the channels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from lhotse import Recording
+from lhotse.cut import Cut
+
+SAMPLE_RATE = 16000
+
+
+class AudioFileError(Exception):
+    """A file that cannot be used as audio; the message says why in a few words."""
+
+
+def inspect_file(path: str | Path) -> sf._SoundFileInfo:
+    """Open ``path``, decode it completely and return its header info.
+
+    Raises :class:`AudioFileError` for a file that is unreadable, empty (no samples) or
+    truncated (fewer samples, or fewer bytes, than its header promises).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError("file does not exist")
+    if path.stat().st_size == 0:
+        raise AudioFileError("empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile's error types differ between versions
+        raise AudioFileError(f"unreadable ({_first_line(exc)})") from None
+    if info.frames == 0:
+        raise AudioFileError("no audio samples")
+    if info.format == "WAV":
+        _check_wav_data_size(path, info)
+    try:
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioFileError(f"truncated or corrupt ({_first_line(exc)})") from None
+    if len(data) != info.frames:
+        raise AudioFileError(f"truncated: {len(data)} of {info.frames} samples decoded")
+    if not np.isfinite(data).all():
+        raise AudioFileError("contains NaN or infinite samples")
+    return info
+
+
+def recording(path: str | Path, recording_id: str | None = None) -> Recording:
+    """A lhotse Recording of ``path`` that loads at 16 kHz (resampling recorded as a transform)."""
+    rec = Recording.from_file(str(path), recording_id=recording_id)
+    if rec.sampling_rate != SAMPLE_RATE:
+        rec = rec.resample(SAMPLE_RATE)
+    return rec
+
+
+def load_cut(cut: Cut) -> np.ndarray:
+    """The cut's samples as a 1-D float32 array at the cut's rate, channels averaged."""
+    audio = cut.load_audio()
+    if audio.ndim == 2:
+        audio = audio.mean(axis=0)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def load_file(path: str | Path) -> np.ndarray:
+    """A whole file as a 1-D float32 array at 16 kHz, channels averaged."""
+    return load_cut(recording(path).to_cut())
+
+
+def _check_wav_data_size(path: Path, info: sf._SoundFileInfo) -> None:
+    """libsndfile silently clips a WAV whose data chunk is shorter than its header says."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        size = path.stat().st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            ident, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if ident == b"data":
+                available = size - f.tell()
+                if length != 0xFFFFFFFF and length > available:
+                    raise AudioFileError(
+                        f"truncated: header promises {length} bytes of samples, file holds {available}"
+                    )
+                return
+            f.seek(length + (length & 1), 1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

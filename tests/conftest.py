@@ -1,0 +1,27 @@
+"""Shared test helpers: audio made in the test, and the real corpora when they are present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_audio(path: Path, seconds: float = 0.5, sr: int = 16000, channels: int = 1, freq=220.0):
+    """A sine (per channel a different amplitude) written with soundfile; returns the samples."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    x = np.stack([(0.3 + 0.2 * c) * np.sin(2 * np.pi * freq * t) for c in range(channels)], 1)
+    sf.write(path, x.astype(np.float32) if channels > 1 else x[:, 0].astype(np.float32), sr)
+    return x.astype(np.float32)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA

@@ -1,0 +1,77 @@
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from speechssl import config
+from speechssl.config import opt
+from speechssl.errors import UserError
+
+
+@dataclass
+class Optim:
+    lr: float = opt(1e-3, "learning rate")
+    betas: list[float] = opt(factory=lambda: [0.9, 0.98], help="Adam betas")
+
+
+@dataclass
+class Job:
+    out: Path = opt(help="output")
+    steps: int = opt(10, "steps")
+    mode: Literal["a", "b"] = opt("a", "mode")
+    fast: bool = opt(False, "go fast")
+    optim: Optim = opt(factory=Optim, help="optimiser")
+
+
+def parse(argv):
+    p = argparse.ArgumentParser()
+    p.add_argument("--config")
+    config.add_arguments(p, Job)
+    ns = vars(p.parse_args(argv))
+    return config.build(Job, {k: v for k, v in ns.items() if k != "config"}, ns.get("config"))
+
+
+def test_defaults_yaml_and_cli_layer_in_order(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("out: from_yaml\nsteps: 5\noptim:\n  lr: 0.5\n")
+    cfg = parse(["--config", str(y), "--steps", "7", "--optim.betas", "0.8,0.9", "--fast"])
+    assert cfg.out == Path("from_yaml")  # from YAML
+    assert cfg.steps == 7  # CLI beats YAML
+    assert cfg.optim.lr == 0.5  # nested YAML
+    assert cfg.optim.betas == [0.8, 0.9]  # dotted CLI override, list parsed
+    assert cfg.fast is True and cfg.mode == "a"
+
+
+def test_dashed_options_and_no_flag():
+    cfg = parse(["--out", "x", "--no-fast", "--mode", "b"])
+    assert cfg.fast is False and cfg.mode == "b"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("out: x\nstepz: 3\n", "unknown option stepz"),
+        ("out: x\nsteps: many\n", "not a valid int"),
+        ("out: x\nmode: c\n", "mode"),
+        ("steps: 3\n", "missing required option --out"),
+        ("- a\n- b\n", "mapping"),
+    ],
+)
+def test_bad_yaml_is_a_user_error(tmp_path, yaml_text, message):
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml_text)
+    with pytest.raises(UserError, match=message):
+        parse(["--config", str(y)])
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = parse(["--out", "o", "--optim.lr", "0.25"])
+    config.save_yaml(cfg, tmp_path / "r.yaml")
+    assert config.build(Job, yaml_file=tmp_path / "r.yaml") == cfg
+
+
+def test_missing_config_file():
+    with pytest.raises(UserError, match="config file not found"):
+        config.build(Job, {"out": "x"}, "/nonexistent/c.yaml")
