@@ -22,6 +22,7 @@ class Job:
     steps: int = opt(10, "steps")
     mode: Literal["a", "b"] = opt("a", "mode")
     fast: bool = opt(False, "go fast")
+    limit: float | None = opt(1.0, "a limit")
     optim: Optim = opt(factory=Optim, help="optimiser")
 
 
@@ -75,3 +76,8 @@ def test_round_trip_through_yaml(tmp_path):
 def test_missing_config_file():
     with pytest.raises(UserError, match="config file not found"):
         config.build(Job, {"out": "x"}, "/nonexistent/c.yaml")
+
+
+def test_optional_field_takes_none_on_the_command_line():
+    assert parse(["--out", "x", "--limit", "none"]).limit is None
+    assert parse(["--out", "x", "--limit", "2.5"]).limit == 2.5

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
         help_text = f.metadata.get("help", "")
         default = _field_default(f)
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
-        base, _ = _unwrap_optional(typ)
+        base, optional = _unwrap_optional(typ)
         if default is not _MISSING and default is not None:
             help_text += f" (default: {_show(default)})"
         if base is bool:
@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
             kwargs["metavar"] = "A,B,..."
         else:
             kwargs["type"] = _scalar_parser(base)
+        if optional and "type" in kwargs:
+            kwargs["type"] = _or_none(kwargs["type"])
+            help_text += " ('none' for none)"
         dest = prefix + f.name
         if f.metadata.get("positional") and not prefix:
             kwargs.pop("default")
@@ -199,6 +202,14 @@ def _scalar_parser(base: Any):
     if base is Any:
         return lambda v: v
     raise TypeError(f"unsupported config field type {base!r}")
+
+
+def _or_none(parse):
+    def wrapped(v: str):
+        return None if str(v).lower() in ("none", "null") else parse(v)
+
+    wrapped.__name__ = getattr(parse, "__name__", "value")  # argparse names it in errors
+    return wrapped
 
 
 def _parse_literal(choices: tuple):

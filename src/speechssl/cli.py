@@ -1,0 +1,158 @@
+"""The ``speechssl`` command: one subcommand per user job.
+
+Thin by design: parse options into a typed config, call the library, print the result.
+This is the only place that turns exceptions into messages and exit codes: a user mistake
+(:class:`~speechssl.errors.UserError`) gives one line on stderr and exit code 2; a
+traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from speechssl import __version__, config
+from speechssl.errors import UserError
+
+
+@dataclass
+class Command:
+    path: tuple[str, ...]
+    cfg_cls: type
+    run: Callable  # (cfg) -> exit code
+    help: str
+
+
+def _commands() -> list[Command]:
+    # Imported here so that `speechssl --help` stays fast.
+    from speechssl.data.synth import SynthConfig
+    from speechssl.recipes import data_jobs
+    from speechssl.recipes.demo import DemoConfig
+
+    cmds = [
+        Command(
+            ("data", "prepare", name),
+            cls,
+            lambda cfg, name=name: _prepare(name, cfg),
+            (cls.__doc__ or "").strip().splitlines()[0],
+        )
+        for name, cls in data_jobs.PREPARE_CONFIGS.items()
+    ]
+    cmds += [
+        Command(("data", "split"), data_jobs.SplitConfig, _split, "split a CutSet by speaker"),
+        Command(("data", "info"), data_jobs.InfoConfig, _info, "describe a CutSet"),
+        Command(("data", "synth"), SynthConfig, _synth, "synthesise the labelled default corpus"),
+        Command(("demo",), DemoConfig, _demo, "run the pipeline on the embedded default corpus"),
+    ]
+    return cmds
+
+
+GROUP_HELP = {
+    ("data",): "prepare, split, describe and synthesise corpora (lhotse CutSets)",
+    ("data", "prepare"): "write a CutSet from a corpus on disk, checking every file",
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Command]]:
+    parser = argparse.ArgumentParser(
+        prog="speechssl",
+        description="Self-supervised speech representation learning: data, pretraining, "
+        "label-free monitoring and transfer. Every job takes --config FILE.yaml; "
+        "options on the command line override it.",
+    )
+    parser.add_argument("--version", action="version", version=f"speechssl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = {c.path: c for c in _commands()}
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
+        (): parser.add_subparsers(dest="cmd0", metavar="COMMAND", required=True)
+    }
+    for path, cmd in commands.items():
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            if prefix not in groups:
+                sub = groups[prefix[:-1]].add_parser(
+                    prefix[-1], help=GROUP_HELP.get(prefix, ""), description=GROUP_HELP.get(prefix)
+                )
+                groups[prefix] = sub.add_subparsers(
+                    dest=f"cmd{depth}", metavar="COMMAND", required=True
+                )
+        doc = (cmd.cfg_cls.__doc__ or cmd.help).strip()
+        leaf = groups[path[:-1]].add_parser(path[-1], help=cmd.help, description=doc)
+        leaf.add_argument("--config", help="YAML file of options (command-line options win)")
+        config.add_arguments(leaf, cmd.cfg_cls)
+        leaf.set_defaults(_command=path)
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    cmd = commands[args._command]
+    options = {k: v for k, v in vars(args).items() if not k.startswith("cmd") and k[0] != "_"}
+    debug = options.pop("debug", False)
+    yaml_file = options.pop("config", None)
+    try:
+        cfg = config.build(cmd.cfg_cls, options, yaml_file)
+        return cmd.run(cfg) or 0
+    except UserError as exc:
+        if debug:
+            raise
+        from speechssl.data.manifest import BadInputError
+
+        if isinstance(exc, BadInputError):
+            print(exc.report.render(), file=sys.stderr)
+        print(f"speechssl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("speechssl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _prepare(recipe: str, cfg) -> int:
+    from speechssl.recipes.data_jobs import prepare
+
+    out, report = prepare(recipe, cfg)
+    print(report.render())
+    print(f"wrote {report.kept} cuts to {out}")
+    return 0
+
+
+def _split(cfg) -> int:
+    from speechssl.recipes.data_jobs import split
+
+    for name, (path, n, speakers) in split(cfg).items():
+        print(f"{name}: {n} utterances, {speakers} speakers -> {path}")
+    return 0
+
+
+def _info(cfg) -> int:
+    from speechssl.recipes.data_jobs import info
+
+    print(info(cfg).render())
+    if cfg.plot is not None:
+        print(f"plot: {cfg.plot}")
+    return 0
+
+
+def _synth(cfg) -> int:
+    from speechssl.data.synth import synthesize_from_config
+
+    cuts = synthesize_from_config(cfg)
+    hours = sum(c.duration for c in cuts) / 3600
+    print(f"wrote {len(cuts)} utterances ({hours * 60:.1f} min) to {cfg.out}")
+    return 0
+
+
+def _demo(cfg) -> int:
+    from speechssl.recipes.demo import run_demo
+
+    report = run_demo(cfg)
+    print(f"demo report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
