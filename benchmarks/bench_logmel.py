@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
-import os
-import platform
-import shlex
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import DATA_ROOT, RESULTS, header, load_average, timed, write_result
 
 from speechssl.audio.features import LogMel
 from speechssl.audio.io import SAMPLE_RATE, load_file
 
-REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("fsdd", "ravdess", "librispeech-10spk")
 
 
@@ -72,38 +66,10 @@ def pad_batches(
     return batches
 
 
-def timed(fn: Callable[[], object], repeats: int) -> list[float]:
-    """Wall seconds of each of ``repeats`` runs of ``fn``, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "logmel.md")
+    ap.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    ap.add_argument("--out", type=Path, default=RESULTS / "logmel.md")
     ap.add_argument("--seconds", type=float, default=600.0, help="audio to process")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -135,24 +101,17 @@ def main() -> None:
         for audio, lengths in pad_batches([load_file(p) for p in files], args.batch_size):
             frontend(audio, lengths)
 
-    load_before = _load()
+    load_before = load_average()
     rows = [
         ("batched, features only", timed(batched, args.repeats)),
         ("per-file loop, features only", timed(per_file, args.repeats)),
         ("end to end: decode + resample + batched features", timed(end_to_end, args.repeats)),
     ]
 
-    load_after = _load()
+    load_after = load_average()
     per_ds = {n: sum(p.relative_to(args.data_root).parts[0] == n for p in files) for n in DATASETS}
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     lines = [
-        "# Log-mel front-end throughput",
-        "",
-        f"- Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- Command: `{command}` (from the repository root)",
-        f"- Machine: {platform.platform()}; CPU: {cpu_model()}; "
-        f"{os.cpu_count()} logical cores visible; torch.set_num_threads({args.threads})",
-        f"- Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}",
+        *header("Log-mel front-end throughput", args.threads),
         f"- Audio: {len(files)} files, {audio_s:.1f} s at 16 kHz from {args.data_root} "
         f"({', '.join(f'{n}: {c} files' for n, c in per_ds.items())}; fsdd is 8 kHz, "
         "resampled on load)",
@@ -171,12 +130,7 @@ def main() -> None:
             f"| {name} | {audio_s:.1f} | {med:.3f} | {audio_s / med:,.0f} | {best:.3f} "
             f"| {audio_s / best:,.0f} |"
         )
-    lines.append("")
-    text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    print(f"written to {args.out}")
+    write_result(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""Synthesis speed of the embedded corpus: 30 minutes of labelled speech, goal under a minute.
+
+python benchmarks/bench_synth.py --out benchmarks/results/synth.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common import RESULTS, header, load_average, write_result
+
+from speechssl.data.synth import SynthConfig, synthesize_from_config
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--workers", type=str, default="1,2", help="worker counts to time")
+    ap.add_argument("--out", type=Path, default=RESULTS / "synth.md")
+    args = ap.parse_args()
+
+    lines = [
+        *header("Synthetic corpus: synthesis speed"),
+        f"- Load average before: {load_average()}",
+        "",
+        "| workers | utterances | audio min | voices | languages | wall s | x real time |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workers in [int(w) for w in args.workers.split(",")]:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = SynthConfig(
+                out=Path(tmp), minutes=args.minutes, seed=0, workers=workers, progress=False
+            )
+            t0 = time.perf_counter()
+            cuts = synthesize_from_config(cfg)
+            wall = time.perf_counter() - t0
+        seconds = sum(c.duration for c in cuts)
+        speakers = {c.supervisions[0].speaker for c in cuts}
+        languages = {c.supervisions[0].language for c in cuts}
+        lines.append(
+            f"| {workers} | {len(cuts)} | {seconds / 60:.1f} | {len(speakers)} | {len(languages)} "
+            f"| {wall:.2f} | {seconds / wall:,.0f} |"
+        )
+    lines += [
+        "",
+        f"- Load average after: {load_average()}",
+        "- Goal: 30 minutes in under 60 s on 2 cores.",
+    ]
+    write_result(args.out, lines)
+
+
+if __name__ == "__main__":
+    main()

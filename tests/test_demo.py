@@ -1,0 +1,22 @@
+"""The demo end to end on a tiny corpus: the report exists and links plots that exist."""
+
+import re
+
+from speechssl.cli import main
+
+
+def test_demo_writes_a_report_with_its_plots(tmp_path, capsys):
+    out, cache = tmp_path / "demo", tmp_path / "cache"
+    argv = ["demo", "--out", str(out), "--minutes", "1", "--cache-dir", str(cache)]
+    assert main(argv) == 0
+    report = (out / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(images) >= 2
+    for rel in images:
+        assert (out / rel).read_bytes()[:4] == b"\x89PNG"
+    assert "20 voices in 4 languages" in report and "Synthesised" in report
+    assert (cache / "synth-1min-seed0" / ".complete").is_file()
+    # second run reuses the cached corpus
+    assert main(argv) == 0
+    assert "Loaded from cache" in (out / "report.md").read_text()
+    assert (out / "config.yaml").is_file() and (out / "run.json").is_file()
