@@ -139,8 +139,10 @@ def _info(cfg) -> int:
 
 def _synth(cfg) -> int:
     from speechssl.data.synth import synthesize_from_config
+    from speechssl.runs import start_run
 
     cuts = synthesize_from_config(cfg)
+    start_run(cfg.out, "data synth", cfg, seed=cfg.seed)
     hours = sum(c.duration for c in cuts) / 3600
     print(f"wrote {len(cuts)} utterances ({hours * 60:.1f} min) to {cfg.out}")
     return 0
