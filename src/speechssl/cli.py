@@ -30,6 +30,7 @@ def _commands() -> list[Command]:
     from speechssl.data.synth import SynthConfig
     from speechssl.recipes import data_jobs
     from speechssl.recipes.demo import DemoConfig
+    from speechssl.recipes.probe import ProbeConfig
 
     cmds = [
         Command(
@@ -44,6 +45,7 @@ def _commands() -> list[Command]:
         Command(("data", "split"), data_jobs.SplitConfig, _split, "split a CutSet by speaker"),
         Command(("data", "info"), data_jobs.InfoConfig, _info, "describe a CutSet"),
         Command(("data", "synth"), SynthConfig, _synth, "synthesise the labelled default corpus"),
+        Command(("probe",), ProbeConfig, _probe, "probe a frozen upstream on a labelled task"),
         Command(("demo",), DemoConfig, _demo, "run the pipeline on the embedded default corpus"),
     ]
     return cmds
@@ -145,6 +147,15 @@ def _synth(cfg) -> int:
     start_run(cfg.out, "data synth", cfg, seed=cfg.seed)
     hours = sum(c.duration for c in cuts) / 3600
     print(f"wrote {len(cuts)} utterances ({hours * 60:.1f} min) to {cfg.out}")
+    return 0
+
+
+def _probe(cfg) -> int:
+    from speechssl.recipes.probe import render_markdown, run_probe
+
+    results = run_probe(cfg)
+    print(render_markdown(results))
+    print(f"results: {cfg.out}/results.json")
     return 0
 
 

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
             kwargs["type"] = _scalar_parser(base)
         if optional and "type" in kwargs:
             kwargs["type"] = _or_none(kwargs["type"])
-            help_text += " ('none' for none)"
+            if default is not None and default is not _MISSING:
+                help_text += " ('none' to turn off)"
         dest = prefix + f.name
         if f.metadata.get("positional") and not prefix:
             kwargs.pop("default")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -42,6 +43,14 @@ def start_run(run_dir: str | Path, job: str, config: Any, seed: int | None = Non
     _log_to(run_dir / "log.txt")
     log.info("%s started (speechssl %s, seed %s)", job, __version__, seed)
     return run_dir
+
+
+def cache_root() -> Path:
+    """Where corpora and features are cached: ``$SPEECHSSL_CACHE``, else ``~/.cache/speechssl``
+    (``$XDG_CACHE_HOME`` honoured). Caches outlive run folders and are safe to delete."""
+    if os.environ.get("SPEECHSSL_CACHE"):
+        return Path(os.environ["SPEECHSSL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "speechssl"
 
 
 def run_dir_for(output_file: str | Path) -> Path:

@@ -8,7 +8,6 @@ language. The report is ``OUT/report.md`` with its PNG plots beside it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections import defaultdict
@@ -25,11 +24,7 @@ from speechssl.data.info import describe, plot_info
 from speechssl.data.manifest import labels_of, load_cuts
 from speechssl.data.synth import synthesize_corpus
 from speechssl.report.markdown import Report
-from speechssl.runs import start_run
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("SPEECHSSL_CACHE", Path.home() / ".cache" / "speechssl"))
+from speechssl.runs import cache_root, start_run
 
 
 @dataclass
@@ -48,7 +43,7 @@ def corpus_cuts(minutes: float, seed: int, cache_dir: Path | None = None):
     The manifest holds absolute paths, so the corpus is written in place and a marker file
     is written last: an interrupted synthesis is never mistaken for a corpus.
     """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache()
+    cache = Path(cache_dir) if cache_dir is not None else cache_root()
     folder = cache / f"synth-{minutes:g}min-seed{seed}"
     marker = folder / ".complete"
     if marker.is_file():

@@ -1,0 +1,20 @@
+"""SUPERB-style evaluation of a frozen upstream: cached features, probes, verification, tasks."""
+
+from speechssl.evaluation.features import LayerFeatures, extract_features
+from speechssl.evaluation.probes import LayerWeights, ProbeTraining, train_probe
+from speechssl.evaluation.tasks import PRESETS, Task, build_task
+from speechssl.evaluation.verification import compute_eer, compute_min_dcf, make_trials
+
+__all__ = [
+    "PRESETS",
+    "LayerFeatures",
+    "LayerWeights",
+    "ProbeTraining",
+    "Task",
+    "build_task",
+    "compute_eer",
+    "compute_min_dcf",
+    "extract_features",
+    "make_trials",
+    "train_probe",
+]

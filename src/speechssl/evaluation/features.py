@@ -1,0 +1,205 @@
+"""Run a frozen upstream once over a CutSet and keep every layer's frames on disk.
+
+Probing 12 layers, several seeds and two classifiers must not run the encoder 12 x 3 x 2
+times, so features are extracted once per (upstream, cuts) into
+``<cache>/<upstream id>-<hash of cut ids and durations>/``::
+
+    meta.json          cut ids, frames per cut, layers, dims, frame rate
+    offsets.npy        int64 [N + 1]: cut i's frames are rows offsets[i]:offsets[i+1]
+    layer-00.npy ...   float16 [total frames, D], one file per hidden state
+
+and memory-mapped when they are read again. Everything else (pooled statistics, padded
+frame batches) is computed from these arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from lhotse.cut import Cut
+from tqdm import tqdm
+
+from speechssl.data.batching import collate_cuts
+
+__all__ = ["LayerFeatures", "cache_key", "extract_features"]
+
+log = logging.getLogger("speechssl")
+
+
+@dataclass
+class LayerFeatures:
+    """All hidden states of an upstream for a list of cuts, as flat frame arrays."""
+
+    cut_ids: list[str]
+    offsets: np.ndarray  # int64 [N + 1]
+    layers: list[np.ndarray]  # float16 [total frames, D] each (possibly memory-mapped)
+    frame_rate: float
+    path: Path | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_dim(self) -> int:
+        return int(self.layers[0].shape[1])
+
+    def __len__(self) -> int:
+        return len(self.cut_ids)
+
+    def index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.cut_ids)}
+
+    def frames(self, i: int, layer: int) -> np.ndarray:
+        """Frames ``[F_i, D]`` (float32) of cut ``i`` at ``layer``."""
+        return np.asarray(self.layers[layer][self.offsets[i] : self.offsets[i + 1]], np.float32)
+
+    def pooled(self, std: bool = True) -> np.ndarray:
+        """Per-utterance mean (and std) over valid frames of every layer: ``[N, L, D or 2D]``.
+
+        A cut with no frames (shorter than one window) pools to zeros.
+        """
+        counts = np.diff(self.offsets)
+        seg = np.repeat(np.arange(len(counts)), counts)
+        out = []
+        for arr in self.layers:
+            x = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+            idx = torch.from_numpy(seg)
+            n = torch.from_numpy(np.maximum(counts, 1)).float()[:, None]
+            s = torch.zeros(len(counts), x.shape[1]).index_add_(0, idx, x)
+            mean = s / n
+            parts = [mean]
+            if std:
+                s2 = torch.zeros(len(counts), x.shape[1]).index_add_(0, idx, x * x)
+                parts.append((s2 / n - mean**2).clamp(min=0).sqrt())
+            out.append(torch.cat(parts, 1).numpy())
+        return np.stack(out, axis=1)
+
+
+def cache_key(upstream_id: str, cuts: Sequence[Cut]) -> str:
+    """``<upstream id>-<hash>``: the same cuts (ids, durations, order) give the same key."""
+    h = hashlib.sha1()
+    for c in cuts:
+        h.update(f"{c.id}\t{c.duration:.4f}\n".encode())
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in upstream_id)[-80:]
+    return f"{safe}-{h.hexdigest()[:16]}"
+
+
+def _batches(cuts: Sequence[Cut], batch_size: int, max_seconds: float) -> list[list[int]]:
+    """Indices sorted by duration (longest first) cut into batches bounded in padded seconds."""
+    order = sorted(range(len(cuts)), key=lambda i: cuts[i].duration, reverse=True)
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = cuts[cur[0]].duration if cur else cuts[i].duration
+        if cur and (len(cur) >= batch_size or longest * (len(cur) + 1) > max_seconds):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def extract_features(
+    upstream: torch.nn.Module | Callable[[], torch.nn.Module],
+    cuts: Sequence[Cut],
+    cache_dir: str | Path | None,
+    upstream_id: str,
+    batch_size: int = 16,
+    max_batch_seconds: float = 160.0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> LayerFeatures:
+    """Features of every layer for ``cuts``, from the cache when present.
+
+    Args:
+        upstream: an :class:`~speechssl.models.upstream.Upstream`, or a function that makes
+            one (so a cache hit does not even load the model).
+        cuts: the cuts, in the order the result keeps.
+        cache_dir: where features are kept; ``None`` keeps them in memory only.
+        upstream_id: a stable name of the upstream (part of the cache key).
+        batch_size, max_batch_seconds: batch limits (count and padded audio seconds).
+        device: where the upstream runs.
+        progress: tqdm bar (only on an interactive terminal).
+    """
+    cuts = list(cuts)
+    key = cache_key(upstream_id, cuts)
+    folder = Path(cache_dir) / key if cache_dir is not None else None
+    if folder is not None and (folder / "meta.json").is_file():
+        log.info("features from cache %s", folder)
+        return _load(folder)
+
+    model = upstream if isinstance(upstream, torch.nn.Module) else upstream()
+    model = model.to(device).eval()
+    per_layer: list[list[np.ndarray]] | None = None
+    counts = np.zeros(len(cuts), dtype=np.int64)
+    results: dict[int, list[np.ndarray]] = {}
+    frame_rate = float(getattr(model, "frame_rate", 100.0))
+    batches = _batches(cuts, batch_size, max_batch_seconds)
+    bar = tqdm(
+        batches,
+        desc=f"features {upstream_id}",
+        unit="batch",
+        disable=not (progress and sys.stderr.isatty()),
+        leave=False,
+    )
+    with torch.inference_mode():
+        for idx in bar:
+            batch = collate_cuts([cuts[i] for i in idx], label_fields=[])
+            out = model(batch.audio.to(device), batch.lengths.to(device))
+            valid = out.mask.sum(1).cpu().numpy()
+            hs = [h.float().cpu().numpy() for h in out.hidden_states]
+            for row, i in enumerate(idx):
+                n = int(valid[row])
+                counts[i] = n
+                results[i] = [h[row, :n].astype(np.float16) for h in hs]
+    num_layers = len(next(iter(results.values())))
+    per_layer = [[results[i][k] for i in range(len(cuts))] for k in range(num_layers)]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    layers = [np.concatenate(p, axis=0) for p in per_layer]
+    feats = LayerFeatures([c.id for c in cuts], offsets, layers, frame_rate, folder)
+    if folder is not None:
+        _save(feats, folder, upstream_id)
+        return _load(folder)
+    return feats
+
+
+def _save(feats: LayerFeatures, folder: Path, upstream_id: str) -> None:
+    """Write into a temporary folder and rename it, so a killed run leaves no half cache."""
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "offsets.npy", feats.offsets)
+    for k, arr in enumerate(feats.layers):
+        np.save(tmp / f"layer-{k:02d}.npy", arr)
+    meta = {
+        "upstream": upstream_id,
+        "cut_ids": feats.cut_ids,
+        "num_layers": feats.num_layers,
+        "hidden_dim": feats.hidden_dim,
+        "frame_rate": feats.frame_rate,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def _load(folder: Path) -> LayerFeatures:
+    meta = json.loads((folder / "meta.json").read_text())
+    layers = [
+        np.load(folder / f"layer-{k:02d}.npy", mmap_mode="r") for k in range(meta["num_layers"])
+    ]
+    offsets = np.load(folder / "offsets.npy")
+    return LayerFeatures(meta["cut_ids"], offsets, layers, float(meta["frame_rate"]), folder)
