@@ -15,6 +15,12 @@ def test_demo_writes_a_report_with_its_plots(tmp_path, capsys):
     for rel in images:
         assert (out / rel).read_bytes()[:4] == b"\x89PNG"
     assert "20 voices in 4 languages" in report and "Synthesised" in report
+    # the baseline-probe stage: one row per upstream with three accuracies in [0, 100]
+    for upstream in ("fbank", "mfcc", "tiny"):
+        row = re.search(rf"^\| {upstream} \|(.*)\|$", report, re.M)
+        assert row, upstream
+        values = [float(v) for v in row.group(1).split("|")]
+        assert len(values) == 3 and all(0 <= v <= 100 for v in values)
     assert (cache / "synth-1min-seed0" / ".complete").is_file()
     # second run reuses the cached corpus
     assert main(argv) == 0
