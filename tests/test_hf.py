@@ -30,13 +30,7 @@ MODELS = {
 LENGTHS = torch.tensor([4000, 2601])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs are 100x slower with 2 OpenMP threads on a busy machine; use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def expected_frames(n: int) -> int:

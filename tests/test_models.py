@@ -22,13 +22,7 @@ from speechssl.models.transformer import PRESETS, FrameTransformer, preset
 LENGTHS = torch.tensor([12000, 7001, 4000])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs are 100x slower with 2 OpenMP threads on a busy machine; use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(m: torch.nn.Module) -> int:
