@@ -165,3 +165,16 @@ def test_bf16_on_cpu_is_ignored_with_a_note(cuts, tmp_path, caplog):
     with caplog.at_level("INFO", logger="speechssl"):
         trainer, _ = _train(cuts, tmp_path / "run", precision="bf16", max_steps=1)
     assert not trainer.use_bf16 and "training in fp32" in caplog.text
+
+
+def test_tensorboard_gets_the_same_scalars_as_the_jsonl(cuts, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    _train(cuts, run, max_steps=4, log_every=2)
+    records = read_metrics(run / "metrics.jsonl")
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    losses = {e.step: e.value for e in events.Scalars("loss")}
+    assert losses == pytest.approx({r["step"]: r["loss"] for r in records}, rel=1e-6)
