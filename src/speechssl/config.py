@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -89,9 +90,7 @@ def build(
     """Make a ``cls`` from defaults, then ``yaml_file``, then ``cli`` (dotted keys)."""
     values: dict[str, Any] = {}
     if yaml_file is not None:
-        path = Path(yaml_file)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
+        path = resolve_config(yaml_file)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -102,6 +101,26 @@ def build(
     for key, value in (cli or {}).items():
         _merge(values, _undot(key, value))
     return from_dict(cls, values)
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship with speechssl (``src/speechssl/configs/*.yaml``)."""
+    folder = resources.files("speechssl") / "configs"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (``mt4ssl-tiny``), as an existing file."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = resources.files("speechssl") / "configs" / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    names = ", ".join(shipped_configs()) or "none"
+    raise UserError(f"config file not found: {path} (shipped configs: {names})")
 
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
