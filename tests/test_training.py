@@ -77,6 +77,18 @@ def test_ema_schedule_rises_to_one():
 # -- the step ------------------------------------------------------------------------------------
 
 
+def test_ema_schedule_linear_ramp_then_constant():
+    m = ema_schedule(0.999, 0.9999, 100, ramp_steps=31, shape="linear")
+    assert m[0] == pytest.approx(0.999) and m[30] == pytest.approx(0.9999)
+    np.testing.assert_allclose(np.diff(m[:31]), (0.9999 - 0.999) / 30)  # evenly spaced
+    assert (m[30:] == 0.9999).all() and len(m) == 100
+
+
+def test_betas_reach_the_optimizer(cuts, tmp_path):
+    trainer, _ = _train(cuts, tmp_path / "run", max_steps=1, betas=[0.9, 0.98])
+    assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.98)
+
+
 def test_accumulation_equals_a_larger_batch(cuts, tmp_path):
     _, big = _train(cuts, tmp_path / "big", batch=4, max_steps=3)
     _, acc = _train(cuts, tmp_path / "acc", batch=2, accum_steps=2, max_steps=3)

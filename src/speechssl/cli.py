@@ -30,6 +30,7 @@ def _commands() -> list[Command]:
     from speechssl.data.synth import SynthConfig
     from speechssl.recipes import data_jobs
     from speechssl.recipes.demo import DemoConfig
+    from speechssl.recipes.pretrain import PretrainConfig
     from speechssl.recipes.probe import ProbeConfig
 
     cmds = [
@@ -45,6 +46,12 @@ def _commands() -> list[Command]:
         Command(("data", "split"), data_jobs.SplitConfig, _split, "split a CutSet by speaker"),
         Command(("data", "info"), data_jobs.InfoConfig, _info, "describe a CutSet"),
         Command(("data", "synth"), SynthConfig, _synth, "synthesise the labelled default corpus"),
+        Command(
+            ("pretrain",),
+            PretrainConfig,
+            _pretrain,
+            "masked-prediction pretraining (k-means and/or EMA-teacher targets)",
+        ),
         Command(("probe",), ProbeConfig, _probe, "probe a frozen upstream on a labelled task"),
         Command(("demo",), DemoConfig, _demo, "run the pipeline on the embedded default corpus"),
     ]
@@ -147,6 +154,14 @@ def _synth(cfg) -> int:
     start_run(cfg.out, "data synth", cfg, seed=cfg.seed)
     hours = sum(c.duration for c in cuts) / 3600
     print(f"wrote {len(cuts)} utterances ({hours * 60:.1f} min) to {cfg.out}")
+    return 0
+
+
+def _pretrain(cfg) -> int:
+    from speechssl.recipes.pretrain import run_pretrain
+
+    last = run_pretrain(cfg)
+    print(f"pretraining done: {cfg.out} (last checkpoint {last})")
     return 0
 
 

@@ -66,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
             kwargs["metavar"] = "A,B,..."
         else:
             kwargs["type"] = _scalar_parser(base)
+            kwargs["metavar"] = f.name.upper()
         if optional and "type" in kwargs:
             kwargs["type"] = _or_none(kwargs["type"])
             if default is not None and default is not _MISSING:

@@ -35,8 +35,22 @@ def cosine_schedule(
     return out
 
 
-def ema_schedule(start: float, end: float, steps: int) -> np.ndarray:
-    """EMA teacher momentum rising along a half cosine from ``start`` (e.g. 0.996) to ``end`` (1.0)."""
+def ema_schedule(
+    start: float, end: float, steps: int, ramp_steps: int = 0, shape: str = "cosine"
+) -> np.ndarray:
+    """EMA teacher momentum moving from ``start`` to ``end`` over the first ``ramp_steps``
+    (0: the whole run), then staying at ``end``.
+
+    ``shape="cosine"`` is DINO's half cosine (0.996 -> 1 over the run); ``"linear"`` is
+    data2vec's anneal (0.999 -> 0.9999 over the first 30k updates).
+    """
     if not 0.0 <= start <= 1.0 or not 0.0 <= end <= 1.0:
         raise ValueError(f"EMA momentum must lie in [0, 1], got {start} -> {end}")
-    return cosine_schedule(start, end, steps)
+    if shape not in ("cosine", "linear"):
+        raise ValueError(f"EMA schedule shape must be cosine or linear, got {shape!r}")
+    ramp = steps if ramp_steps <= 0 else min(ramp_steps, steps)
+    if shape == "cosine":
+        head = cosine_schedule(start, end, ramp)
+    else:
+        head = np.linspace(start, end, ramp) if ramp > 1 else np.full(ramp, start)
+    return np.concatenate([head, np.full(steps - ramp, end)]).astype(np.float64)

@@ -103,7 +103,12 @@ class TrainConfig:
     ema_start: float | None = opt(
         None, "EMA teacher momentum at the first step, e.g. 0.996 (none: no EMA schedule)"
     )
-    ema_end: float = opt(1.0, "EMA teacher momentum at the last step (cosine)")
+    ema_end: float = opt(1.0, "EMA teacher momentum at the end of its ramp")
+    ema_steps: int = opt(0, "steps over which the EMA momentum ramps (0: the whole run)")
+    ema_shape: Literal["cosine", "linear"] = opt(
+        "cosine", "EMA ramp: cosine (DINO) or linear (data2vec)"
+    )
+    betas: list[float] = opt(factory=lambda: [0.9, 0.999], help="AdamW betas")
     grad_clip: float | None = opt(3.0, "clip the global gradient norm to this (none or 0: no clip)")
     accum_steps: int = opt(1, "micro-batches per optimizer step (gradient accumulation)")
     precision: Literal["fp32", "bf16"] = opt(
@@ -234,7 +239,9 @@ class Trainer:
         self.lr = cosine_schedule(c.lr, c.min_lr, c.max_steps, c.warmup_steps)
         self.wd = cosine_schedule(c.weight_decay, c.weight_decay_end, c.max_steps)
         self.ema = (
-            None if c.ema_start is None else ema_schedule(c.ema_start, c.ema_end, c.max_steps)
+            None
+            if c.ema_start is None
+            else ema_schedule(c.ema_start, c.ema_end, c.max_steps, c.ema_steps, c.ema_shape)
         )
         self.step = 0  # optimizer steps done
         self.epoch = 0
@@ -283,7 +290,10 @@ class Trainer:
             {"params": decay, "decay": True},
             {"params": no_decay, "decay": False, "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.lr)
+        if len(self.config.betas) != 2:
+            raise UserError(f"betas must be two numbers, got {self.config.betas}")
+        betas = (float(self.config.betas[0]), float(self.config.betas[1]))
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.lr, betas=betas)
 
     # -- data ----------------------------------------------------------------------------------
 

@@ -1,0 +1,292 @@
+"""``speechssl pretrain``: masked prediction with k-means and/or EMA-teacher targets.
+
+    speechssl pretrain --config mt4ssl-tiny --data.train train.jsonl.gz \\
+        --targets.kmeans-labels labels/train --out runs/mt4ssl-tiny
+
+One recipe covers HuBERT (k-means only), data2vec (teacher only) and MT4SSL (both, summed
+1:1): the shipped configs differ only in the target weights and the sizes. The run folder's
+checkpoints hold the student, its heads and the teacher; their ``model.json`` carries
+``"prefix": "encoder."``, so ``load_upstream(run_dir)`` returns the student encoder alone.
+
+:func:`second_iteration` is HuBERT's next round: fit k-means on a layer of the trained
+encoder, label the cuts with it, and pre-train again on those labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from speechssl.config import opt
+from speechssl.data.manifest import load_cuts
+from speechssl.errors import UserError
+from speechssl.models.registry import model_spec
+from speechssl.models.transformer import PRESETS, FrameTransformer, preset
+from speechssl.objectives.masked_prediction import (
+    FrameCounter,
+    KmeansCE,
+    MaskedObjective,
+    MultiTarget,
+    PretrainDataset,
+    PretrainModel,
+    TeacherRegression,
+)
+from speechssl.runs import start_run
+from speechssl.training import TrainConfig, Trainer, seed_everything
+
+__all__ = [
+    "DataSection",
+    "MaskingSection",
+    "ModelSection",
+    "PretrainConfig",
+    "TargetsSection",
+    "build_objective",
+    "build_pretrain_model",
+    "build_trainer",
+    "run_pretrain",
+    "second_iteration",
+]
+
+log = logging.getLogger("speechssl")
+
+
+@dataclass
+class ModelSection:
+    preset: str = opt("tiny", f"encoder size: {', '.join(PRESETS)}")
+    frontend: Literal["logmel", "waveform"] | None = opt(
+        None, "front-end (default: the preset's, log-mel)"
+    )
+    dropout: float | None = opt(None, "dropout (default: the preset's)")
+    attn_dropout: float | None = opt(None, "attention dropout (default: the preset's)")
+
+
+@dataclass
+class TargetsSection:
+    kmeans_labels: Path | None = opt(None, "label folder from `speechssl kmeans label`")
+    kmeans_weight: float = opt(0.0, "weight of the k-means cross-entropy (0: off)")
+    kmeans_k: int | None = opt(None, "classes of the k-means head (default: the label set's k)")
+    kmeans_upstream: str | None = opt(
+        None, "upstream the labels must come from (checked against the label set)"
+    )
+    kmeans_layer: int | None = opt(None, "layer the labels must come from (checked)")
+    kmeans_proj_dim: int = opt(256, "dimension of the k-means head's projection")
+    kmeans_temperature: float = opt(0.1, "temperature of the head's cosine similarities")
+    unmasked_weight: float = opt(0.0, "weight of the k-means CE on unmasked frames")
+    teacher_weight: float = opt(0.0, "weight of the EMA-teacher regression (0: off)")
+    top_k: int = opt(8, "teacher block outputs averaged into the target")
+    pretext: list[str] = opt(
+        help="pretext regressions as name=weight (no frame-level feature pipeline yet)",
+        factory=list,
+    )
+
+
+@dataclass
+class MaskingSection:
+    prob: float = opt(0.65, "span-start probability times span length (fairseq mask_prob)")
+    length: int = opt(10, "span length in frames (20 ms each)")
+
+
+@dataclass
+class DataSection:
+    train: list[Path] = opt(help="training CutSet(s) (JSONL manifests)", factory=list)
+    crop_seconds: float | None = opt(5.0, "random crop of longer cuts (none: whole cuts)")
+    seed: int | None = opt(
+        None, "seed of the crops' own generator (none: torch's RNG, restored on resume)"
+    )
+
+
+@dataclass
+class PretrainConfig:
+    """Pre-train a frame-level Transformer by masked prediction (HuBERT / data2vec / MT4SSL).
+
+    Seconds of audio per batch and everything about optimisation are in ``train``.
+    """
+
+    model: ModelSection = field(default_factory=ModelSection)
+    targets: TargetsSection = field(default_factory=TargetsSection)
+    masking: MaskingSection = field(default_factory=MaskingSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataSection = field(default_factory=DataSection)
+    out: Path = opt(Path("runs/pretrain"), "run folder (config, metrics, checkpoints)")
+    resume: bool = opt(False, "continue from the run folder's latest checkpoint")
+
+
+def _encoder_config(m: ModelSection):
+    if m.preset not in PRESETS:
+        raise UserError(f"unknown model preset {m.preset!r} (known: {', '.join(PRESETS)})")
+    overrides = {
+        k: v
+        for k, v in dict(
+            frontend=m.frontend, dropout=m.dropout, attn_dropout=m.attn_dropout
+        ).items()
+        if v is not None
+    }
+    return preset(m.preset, **overrides)
+
+
+def _pretext_weights(entries: list[str]) -> dict[str, float]:
+    out = {}
+    for e in entries:
+        name, sep, w = e.partition("=")
+        try:
+            out[name.strip()] = float(w) if sep else 1.0
+        except ValueError:
+            raise UserError(f"pretext entry {e!r} is not name=weight") from None
+    return out
+
+
+def build_pretrain_model(cfg: PretrainConfig, kmeans_classes: int | None) -> PretrainModel:
+    """Student encoder + the heads the config's targets need (+ the teacher)."""
+    t = cfg.targets
+    if _pretext_weights(t.pretext):
+        raise UserError(
+            "pretext targets are not available yet: no data pipeline makes frame-level "
+            "signal features at 50 frames/s for pre-training"
+        )
+    encoder = FrameTransformer(_encoder_config(cfg.model))
+    return PretrainModel(
+        encoder,
+        kmeans_classes=kmeans_classes if t.kmeans_weight else None,
+        kmeans_proj_dim=t.kmeans_proj_dim,
+        kmeans_temperature=t.kmeans_temperature,
+        teacher_top_k=t.top_k if t.teacher_weight else None,
+    )
+
+
+def build_objective(cfg: PretrainConfig) -> MaskedObjective:
+    """The weighted sum of the enabled targets, sharing one span mask per batch."""
+    t, m = cfg.targets, cfg.masking
+    parts: dict[str, tuple[MaskedObjective, float]] = {}
+    if t.kmeans_weight:
+        parts["kmeans"] = (KmeansCE(unmasked_weight=t.unmasked_weight), t.kmeans_weight)
+    if t.teacher_weight:
+        parts["teacher"] = (TeacherRegression(), t.teacher_weight)
+    return MultiTarget(parts, mask_prob=m.prob, mask_length=m.length)
+
+
+def _check_config(cfg: PretrainConfig) -> None:
+    t = cfg.targets
+    if t.kmeans_weight < 0 or t.teacher_weight < 0:
+        raise UserError("target weights must be >= 0")
+    if not t.kmeans_weight and not t.teacher_weight:
+        raise UserError(
+            "no target: set targets.kmeans-weight and/or targets.teacher-weight above 0"
+        )
+    if t.kmeans_weight and t.kmeans_labels is None:
+        raise UserError("the k-means target needs --targets.kmeans-labels (a label folder)")
+    if t.teacher_weight and cfg.train.ema_start is None:
+        raise UserError("the teacher target needs an EMA schedule: set --train.ema-start")
+    if t.teacher_weight and t.top_k < 1:
+        raise UserError(f"targets.top-k must be >= 1, got {t.top_k}")
+    if not cfg.data.train:
+        raise UserError("no training cuts: pass --data.train")
+
+
+def _open_labels(cfg: PretrainConfig, cuts) -> tuple[Any, int]:
+    from speechssl.kmeans.labels import KmeansLabels
+
+    t = cfg.targets
+    labels = KmeansLabels(t.kmeans_labels)
+    k = t.kmeans_k if t.kmeans_k is not None else labels.info.k
+    feature = {
+        name: v
+        for name, v in (("upstream", t.kmeans_upstream), ("layer", t.kmeans_layer))
+        if v is not None
+    }
+    labels.check_compatible(k, feature or None)
+    missing = [c.id for c in cuts if c.id not in labels]
+    if missing:
+        raise UserError(
+            f"label set {t.kmeans_labels} has no labels for {len(missing)} training cut(s), "
+            f"e.g. {missing[:3]}; label these cuts with `speechssl kmeans label`"
+        )
+    if labels.info.same_cuts_as_fit is False:
+        log.info("k-means of %s was fitted on other cuts than it labels", t.kmeans_labels)
+    return labels, k
+
+
+def _load_train_cuts(paths: list[Path]):
+    from lhotse import CutSet
+
+    sets = [load_cuts(p) for p in paths]
+    return sets[0] if len(sets) == 1 else CutSet.from_cuts(c for s in sets for c in s)
+
+
+def run_pretrain(cfg: PretrainConfig) -> Path | None:
+    """Build model, objective and data from ``cfg`` and train; returns the last checkpoint."""
+    return build_trainer(cfg).fit()
+
+
+def build_trainer(cfg: PretrainConfig) -> Trainer:
+    """Everything :func:`run_pretrain` trains, ready to ``fit()`` (tests step it by hand)."""
+    _check_config(cfg)
+    if cfg.resume:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=True))
+    cuts = _load_train_cuts(cfg.data.train)
+    labels, k = (None, None)
+    if cfg.targets.kmeans_weight:
+        labels, k = _open_labels(cfg, cuts)
+    run_dir = start_run(cfg.out, "pretrain", cfg, seed=cfg.train.seed)
+    seed_everything(cfg.train.seed)  # the same initial weights on every rank
+    model = build_pretrain_model(cfg, k)
+    dataset = PretrainDataset(
+        FrameCounter(model.encoder.config.frontend),
+        labels=labels,
+        crop_seconds=cfg.data.crop_seconds,
+        seed=cfg.data.seed,
+    )
+    spec = model_spec(model.encoder) | {"prefix": "encoder.", "heads": model.heads_spec()}
+    return Trainer(model, build_objective(cfg), cuts, dataset, cfg.train, run_dir, spec)
+
+
+def second_iteration(
+    run_dir: str | Path,
+    layer: int,
+    k: int,
+    cuts: str | Path,
+    out: str | Path,
+    cfg: PretrainConfig | None = None,
+    max_frames: int = 200_000,
+) -> Path | None:
+    """HuBERT's next iteration: k-means (``k``) on ``layer`` of the encoder trained in
+    ``run_dir``, labels for ``cuts``, then pre-training on them into ``out/pretrain``.
+
+    ``cfg`` (default: the finished run's ``config.yaml``) gives everything else; its k-means
+    target is switched on (weight 1 if it was 0) and pointed at the new labels, and the new
+    run starts from scratch, as in HuBERT (a fresh model learns the better targets).
+    """
+    from speechssl.config import build
+    from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig, fit, label
+
+    run_dir, out = Path(run_dir), Path(out)
+    if cfg is None:
+        cfg = build(PretrainConfig, yaml_file=run_dir / "config.yaml")
+    fit(
+        KmeansFitConfig(
+            cuts=Path(cuts),
+            out=out / "kmeans",
+            upstream=str(run_dir),
+            layer=layer,
+            k=k,
+            max_frames=max_frames,
+            seed=cfg.train.seed,
+        )
+    )
+    label(KmeansLabelConfig(kmeans=out / "kmeans", cuts=Path(cuts), out=out / "labels"))
+    targets = dataclasses.replace(
+        cfg.targets,
+        kmeans_labels=out / "labels",
+        kmeans_weight=cfg.targets.kmeans_weight or 1.0,
+        kmeans_k=k,
+        kmeans_upstream=str(run_dir),
+        kmeans_layer=layer,
+    )
+    data = dataclasses.replace(cfg.data, train=[Path(cuts)])
+    train = dataclasses.replace(cfg.train, resume=False)
+    nxt = dataclasses.replace(
+        cfg, targets=targets, data=data, train=train, out=out / "pretrain", resume=False
+    )
+    return run_pretrain(nxt)

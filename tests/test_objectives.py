@@ -1,0 +1,169 @@
+"""Span masking, teacher targets, EMA, masked CE and padding for the masked-prediction objectives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechssl.data.batching import Batch
+from speechssl.errors import UserError
+from speechssl.models.transformer import FrameTransformer, preset
+from speechssl.objectives import (
+    FrameCounter,
+    KmeansCE,
+    MultiTarget,
+    PretrainBatch,
+    PretrainModel,
+    PretrainOutput,
+    TeacherRegression,
+    expected_mask_fraction,
+    span_mask,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _valid(counts: list[int]) -> torch.Tensor:
+    c = torch.tensor(counts)
+    return torch.arange(max(counts))[None, :] < c[:, None]
+
+
+def test_span_mask_fraction_padding_and_determinism():
+    counts = [400] * 50 + [123] * 50
+    valid = _valid(counts)
+    m = span_mask(valid, 0.65, 10, torch.Generator().manual_seed(0))
+    assert not (m & ~valid).any()  # padding never masked
+    frac_long = m[:50].sum() / valid[:50].sum()
+    frac_short = m[50:].sum() / valid[50:].sum()
+    assert abs(frac_long - expected_mask_fraction(400)) < 0.02
+    assert abs(frac_short - expected_mask_fraction(123)) < 0.03
+    # Far from the start edge the fraction is the overlapping-spans value, ~0.49 for 0.65/10.
+    assert abs(expected_mask_fraction(10_000) - (1 - (1 - 0.065) ** 10)) < 1e-3
+    again = span_mask(valid, 0.65, 10, torch.Generator().manual_seed(0))
+    other = span_mask(valid, 0.65, 10, torch.Generator().manual_seed(1))
+    assert torch.equal(m, again) and not torch.equal(m, other)
+
+
+def test_span_mask_forces_one_span_and_leaves_empty_rows():
+    valid = _valid([12, 12, 5, 1])
+    valid = torch.cat([valid, torch.zeros(1, 12, dtype=torch.bool)])
+    for seed in range(20):
+        m = span_mask(valid, 0.001, 10, torch.Generator().manual_seed(seed))
+        assert (m[:2].sum(1) >= 10).all()  # rows with >= length frames get a whole span
+        assert not m[4].any() and not (m & ~valid).any()
+
+
+def _tiny(**kw) -> FrameTransformer:
+    torch.manual_seed(0)
+    return FrameTransformer(preset("tiny", layers=3, dropout=0.0, attn_dropout=0.0, **kw))
+
+
+def _batch(seconds=(1.0, 0.6), seed=0) -> PretrainBatch:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([int(s * 16000) for s in seconds])
+    audio = 0.1 * torch.randn(len(seconds), int(lengths.max()), generator=g)
+    mask = torch.arange(audio.shape[1])[None, :] < lengths[:, None]
+    audio = audio * mask
+    frames = FrameCounter("logmel")(lengths)
+    return PretrainBatch(audio, lengths, mask, frames=frames)
+
+
+def test_frame_counter_matches_encoder():
+    lengths = torch.tensor([0, 399, 400, 16000, 16321, 50000])
+    for frontend in ("logmel", "waveform"):
+        enc = FrameTransformer(preset("tiny", frontend=frontend))
+        assert torch.equal(FrameCounter(frontend)(lengths), enc.num_frames(lengths))
+
+
+def test_teacher_targets_equal_a_loop_over_utterances():
+    model = PretrainModel(_tiny(), teacher_top_k=2)
+    model.teacher.load_state_dict({k: v + 0.01 for k, v in model.teacher.state_dict().items()})
+    batch = _batch()
+    got = model.teacher_forward(batch.audio, batch.lengths)
+    # Independent: hidden states from the plain forward, the last block's raw output rebuilt.
+    t = model.teacher
+    with torch.no_grad():
+        out = t(batch.audio, batch.lengths)
+        valid = out.mask
+        attn = (valid | ~valid.any(1, keepdim=True))[:, None, None, :]
+        last_raw = t.blocks[-1](out.hidden_states[-2], attn)  # input of block 3: block 2's output
+        layers = [out.hidden_states[-2], last_raw]  # block 2 output, block 3 before final LN
+    for b, n in enumerate(valid.sum(1).tolist()):
+        normed = [F.instance_norm(h[b, :n].T[None]).squeeze(0).T for h in layers]
+        want = torch.stack(normed).mean(0)
+        torch.testing.assert_close(got[b, :n], want, rtol=1e-4, atol=1e-4)
+        assert (got[b, n:] == 0).all()
+
+
+def test_teacher_has_no_grad_and_ema_formula_is_exact():
+    model = PretrainModel(_tiny(), teacher_top_k=2)
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert not trainable & {id(p) for p in model.teacher.parameters()}
+    model.train()
+    assert not model.teacher.training  # no dropout in the teacher
+    torch.manual_seed(0)
+    loss, _ = TeacherRegression()(model, _batch())
+    loss.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(torch.randn_like(p))
+    before = [p.clone() for p in model.teacher.parameters()]
+    TeacherRegression().after_step(model, 0, 0.9)
+    for t, s, b in zip(model.teacher.parameters(), model.encoder.parameters(), before, strict=True):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * s, rtol=0, atol=1e-6)
+    with pytest.raises(UserError, match="ema"):
+        TeacherRegression().after_step(model, 0, None)
+
+
+def test_masked_ce_equals_cross_entropy_on_masked_frames():
+    g = torch.Generator().manual_seed(0)
+    b, f, k = 3, 20, 7
+    logits = torch.randn(b, f, k, generator=g)
+    valid = _valid([20, 15, 9])
+    targets = torch.randint(0, k, (b, f), generator=g).masked_fill(~valid, -100)
+    targets[0, 3] = -100  # a frame without a label is ignored
+    mask = span_mask(valid, 0.65, 4, torch.Generator().manual_seed(1))
+    out = PretrainOutput(hidden=torch.zeros(b, f, 4), valid=valid, kmeans_logits=logits)
+    batch = PretrainBatch(torch.zeros(b, 1), torch.ones(b), torch.ones(b, 1), targets=targets)
+    loss, metrics = KmeansCE().loss(out, batch, mask)
+    rows, want_sum, hits = [], 0.0, 0
+    for i in range(b):
+        for j in range(f):
+            if mask[i, j] and targets[i, j] >= 0:
+                rows.append((i, j))
+                want_sum += F.cross_entropy(logits[i, j][None], targets[i, j][None]).item()
+                hits += int(logits[i, j].argmax() == targets[i, j])
+    assert loss.item() == pytest.approx(want_sum / len(rows), rel=1e-5)
+    assert metrics["kmeans_acc"].item() == pytest.approx(hits / len(rows))
+    loss_u, m_u = KmeansCE(unmasked_weight=0.5).loss(out, batch, mask)
+    unmasked = ~mask & valid & (targets >= 0)
+    want_u = F.cross_entropy(logits[unmasked], targets[unmasked])
+    assert loss_u.item() == pytest.approx(loss.item() + 0.5 * want_u.item(), rel=1e-5)
+
+
+def test_losses_ignore_padding():
+    k = 9
+    model = PretrainModel(_tiny(), kmeans_classes=k, kmeans_proj_dim=16, teacher_top_k=2)
+    model.train()
+    objective = MultiTarget({"kmeans": (KmeansCE(), 1.0), "teacher": (TeacherRegression(), 1.0)})
+    batch = _batch((1.0, 0.6))
+    g = torch.Generator().manual_seed(3)
+    batch.targets = torch.randint(0, k, tuple(batch.valid_frames.shape), generator=g)
+    batch.targets[~batch.valid_frames] = -100
+    noisy = Batch(batch.audio.clone(), batch.lengths, batch.mask)
+    noisy.audio[~batch.mask] = 1.0  # garbage after the second row's end
+    noisy = PretrainBatch(**vars(noisy), frames=batch.frames, targets=batch.targets)
+    torch.manual_seed(5)
+    loss_a, m_a = objective(model, batch)
+    torch.manual_seed(5)
+    loss_b, m_b = objective(model, noisy)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-5)
+    assert {"kmeans_ce", "kmeans_acc", "teacher_mse", "loss_kmeans", "loss_teacher"} <= set(m_a)
+
+
+def test_multi_target_refuses_no_target():
+    with pytest.raises(UserError, match="no target"):
+        MultiTarget({"kmeans": (KmeansCE(), 0.0)})

@@ -1,0 +1,208 @@
+"""The pretrain recipe: shipped tiny configs train, labels are checked, resume is exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from lhotse import CutSet
+
+from speechssl.audio.io import recording
+from speechssl.config import build
+from speechssl.errors import UserError
+from speechssl.kmeans.labels import LabelSetInfo, LabelWriter
+from speechssl.models.registry import load_upstream
+from speechssl.models.transformer import FrameTransformer
+from speechssl.recipes.pretrain import (
+    PretrainConfig,
+    build_trainer,
+    run_pretrain,
+    second_iteration,
+)
+from speechssl.training import read_metrics
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+K = 12
+SECONDS = 1.5
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """8 cuts of sine + noise FLAC, and a label folder of random ids at 100 Hz."""
+    root = tmp_path_factory.mktemp("pretrain")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(SECONDS * 16000)) / 16000
+    cuts = []
+    for i in range(8):
+        x = 0.3 * np.sin(2 * np.pi * (150 + 60 * i) * t) + 0.05 * rng.standard_normal(len(t))
+        path = root / f"u{i}.flac"
+        sf.write(path, x.astype(np.float32), 16000)
+        cuts.append(recording(path, recording_id=f"u{i}").to_cut())
+    cutset = CutSet.from_cuts(cuts)
+    cuts_path = root / "cuts.jsonl.gz"
+    cutset.to_file(cuts_path)
+    info = LabelSetInfo(
+        k=K,
+        feature={"upstream": "mfcc", "upstream_id": "mfcc", "layer": 0, "dim": 39},
+        label_rate=100.0,
+        kmeans_id="test",
+        num_cuts=len(cuts),
+        cuts_hash="test",
+    )
+    writer = LabelWriter(root / "labels", info)
+    for c in cuts:
+        writer.add(c.id, rng.integers(0, K, int(SECONDS * 100)))
+    assert writer.close()
+    return cuts_path, root / "labels"
+
+
+def _config(name: str, corpus, out: Path, **extra) -> PretrainConfig:
+    cuts, labels = corpus
+    cli = {
+        "data.train": [str(cuts)],
+        "data.crop_seconds": 1.0,
+        "train.max_steps": 3,
+        "train.batch_duration": 4.0,
+        "train.warmup_steps": 1,
+        "train.num_workers": 0,
+        "train.log_every": 1,
+        "train.ckpt_every": 100,
+        "out": str(out),
+        **extra,
+    }
+    if name != "data2vec-tiny":
+        cli.setdefault("targets.kmeans_labels", str(labels))
+    return build(PretrainConfig, cli, name)
+
+
+@pytest.mark.parametrize("name", ["hubert-tiny", "data2vec-tiny", "mt4ssl-tiny"])
+def test_shipped_tiny_configs_train(name, corpus, tmp_path):
+    cfg = _config(name, corpus, tmp_path / name)
+    assert run_pretrain(cfg) is not None
+    records = read_metrics(tmp_path / name / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    if cfg.targets.kmeans_weight:
+        assert "kmeans_acc" in records[-1]
+    if cfg.targets.teacher_weight:
+        assert "teacher_mse" in records[-1] and "ema_momentum" in records[-1]
+    encoder = load_upstream(tmp_path / name)  # the "encoder." prefix picks the student out
+    assert isinstance(encoder, FrameTransformer)
+
+
+def test_teacher_is_not_in_the_optimizer(corpus, tmp_path):
+    trainer = build_trainer(_config("mt4ssl-tiny", corpus, tmp_path / "run"))
+    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    teacher = {id(p) for p in trainer.model.teacher.parameters()}
+    assert teacher and not teacher & in_optimizer
+    heads = {id(p) for p in trainer.model.kmeans_head.parameters()}
+    heads |= {id(p) for p in trainer.model.regression_head.parameters()}
+    assert heads <= in_optimizer
+
+
+def test_mt4ssl_loss_decreases_on_a_fixed_batch(corpus, tmp_path):
+    trainer = build_trainer(_config("mt4ssl-tiny", corpus, tmp_path / "run"))
+    model, objective = trainer.model, trainer.objective
+    batch = next(iter(trainer.loader))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1.5e-3)
+    model.train()
+    losses = []
+    for step in range(20):
+        torch.manual_seed(0)  # the same mask and dropout every step
+        loss, metrics = objective(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        objective.after_step(model, step, 0.999)
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert metrics["kmeans_ce"] < np.log(K)  # below chance on the labels it saw
+
+
+def test_label_set_mismatch_is_refused(corpus, tmp_path):
+    with pytest.raises(UserError, match="k=12 but the prediction head has 50"):
+        build_trainer(_config("hubert-tiny", corpus, tmp_path / "a", **{"targets.kmeans_k": 50}))
+    with pytest.raises(UserError, match="made from mfcc layer 0 but the config says .* layer 6"):
+        build_trainer(_config("hubert-tiny", corpus, tmp_path / "b", **{"targets.kmeans_layer": 6}))
+    with pytest.raises(UserError, match="made from mfcc layer 0 but the config says tiny"):
+        build_trainer(
+            _config("hubert-tiny", corpus, tmp_path / "c", **{"targets.kmeans_upstream": "tiny"})
+        )
+    with pytest.raises(UserError, match="needs --targets.kmeans-labels"):
+        cfg = _config("data2vec-tiny", corpus, tmp_path / "d", **{"targets.kmeans_weight": 1.0})
+        build_trainer(cfg)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_mt4ssl_resume_is_exact(corpus, tmp_path):
+    extra = {"train.deterministic": True}
+    straight = build_trainer(_config("mt4ssl-tiny", corpus, tmp_path / "a", **_six(extra)))
+    straight.fit()
+    want = _state(straight.model)
+
+    first = build_trainer(_config("mt4ssl-tiny", corpus, tmp_path / "b", **_six(extra)))
+    for _ in range(4):
+        first.train_step()
+    first.save()
+    del first
+    resumed = build_trainer(
+        _config("mt4ssl-tiny", corpus, tmp_path / "b", **_six(extra), resume=True)
+    )
+    resumed.fit()
+    got = _state(resumed.model)
+    assert any(k.startswith("teacher.") for k in got)
+    assert want.keys() == got.keys()
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
+
+
+def _six(extra: dict) -> dict:
+    return {"train.max_steps": 6, **extra}
+
+
+def test_cropped_targets_follow_the_crop(corpus, tmp_path):
+    """Labels j % K at 50 Hz (from (i // 2) % K at 100 Hz): a crop keeps them consecutive."""
+    cuts_path, _ = corpus
+    cuts = CutSet.from_file(cuts_path).to_eager()
+    info = LabelSetInfo(
+        k=K,
+        feature={"upstream": "mfcc", "layer": 0},
+        label_rate=100.0,
+        kmeans_id="ramp",
+        num_cuts=len(cuts),
+        cuts_hash="ramp",
+    )
+    with LabelWriter(tmp_path / "ramp", info) as writer:
+        for c in cuts:
+            writer.add(c.id, (np.arange(int(SECONDS * 100)) // 2) % K)
+    cfg = _config(
+        "hubert-tiny", corpus, tmp_path / "run", **{"targets.kmeans_labels": str(tmp_path / "ramp")}
+    )
+    trainer = build_trainer(cfg)
+    starts = set()
+    for batch in trainer.loader:
+        for row, n in zip(batch.targets, batch.frames.tolist(), strict=True):
+            assert n == 49 and (row[n:] == -100).all()  # 1 s = 98 log-mel frames -> 49
+            assert ((row[1:n] - row[: n - 1]) % K == 1).all()
+            starts.add(int(row[0]))
+    assert len(starts) > 1  # the crops start at different frames
+
+
+def test_second_iteration_relabels_with_the_trained_encoder(corpus, tmp_path):
+    cuts_path, _ = corpus
+    first = tmp_path / "iter1"
+    run_pretrain(_config("data2vec-tiny", corpus, first))
+    assert second_iteration(first, layer=3, k=5, cuts=cuts_path, out=tmp_path / "iter2")
+    from speechssl.kmeans.labels import KmeansLabels
+
+    labels = KmeansLabels(tmp_path / "iter2" / "labels")
+    assert labels.info.k == 5 and labels.info.feature["layer"] == 3
+    records = read_metrics(tmp_path / "iter2" / "pretrain" / "metrics.jsonl")
+    assert "kmeans_ce" in records[-1] and "teacher_mse" in records[-1]
