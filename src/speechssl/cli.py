@@ -30,6 +30,7 @@ def _commands() -> list[Command]:
     from speechssl.data.synth import SynthConfig
     from speechssl.recipes import data_jobs
     from speechssl.recipes.demo import DemoConfig
+    from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig
     from speechssl.recipes.pretrain import PretrainConfig
     from speechssl.recipes.probe import ProbeConfig
 
@@ -46,6 +47,8 @@ def _commands() -> list[Command]:
         Command(("data", "split"), data_jobs.SplitConfig, _split, "split a CutSet by speaker"),
         Command(("data", "info"), data_jobs.InfoConfig, _info, "describe a CutSet"),
         Command(("data", "synth"), SynthConfig, _synth, "synthesise the labelled default corpus"),
+        Command(("kmeans", "fit"), KmeansFitConfig, _kmeans_fit, "fit k-means targets on a layer"),
+        Command(("kmeans", "label"), KmeansLabelConfig, _kmeans_label, "label every frame"),
         Command(
             ("pretrain",),
             PretrainConfig,
@@ -61,6 +64,7 @@ def _commands() -> list[Command]:
 GROUP_HELP = {
     ("data",): "prepare, split, describe and synthesise corpora (lhotse CutSets)",
     ("data", "prepare"): "write a CutSet from a corpus on disk, checking every file",
+    ("kmeans",): "offline k-means targets (HuBERT style) for masked-prediction pretraining",
 }
 
 
@@ -154,6 +158,25 @@ def _synth(cfg) -> int:
     start_run(cfg.out, "data synth", cfg, seed=cfg.seed)
     hours = sum(c.duration for c in cuts) / 3600
     print(f"wrote {len(cuts)} utterances ({hours * 60:.1f} min) to {cfg.out}")
+    return 0
+
+
+def _kmeans_fit(cfg) -> int:
+    from speechssl.recipes.kmeans_jobs import fit
+
+    meta = fit(cfg)
+    print(
+        f"k={meta['k']} on {meta['feature']['upstream']} layer {meta['feature']['layer']}: "
+        f"inertia/frame {meta['inertia_per_frame']:.4g} -> {cfg.out}"
+    )
+    return 0
+
+
+def _kmeans_label(cfg) -> int:
+    from speechssl.recipes.kmeans_jobs import label
+
+    labels = label(cfg)
+    print(f"labelled {len(labels)} cuts at {labels.info.label_rate:g} Hz -> {cfg.out}")
     return 0
 
 

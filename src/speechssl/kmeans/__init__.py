@@ -1,0 +1,26 @@
+"""Offline k-means targets (HuBERT / MT4SSL style): fit centroids, label frames, read labels."""
+
+from speechssl.kmeans.fit import assign, fit_kmeans, kmeans_pp_init, subsample_frames
+from speechssl.kmeans.labels import (
+    KmeansLabels,
+    LabelSetInfo,
+    LabelWriter,
+    align_labels,
+    centroids_id,
+    check_centroids,
+    cuts_hash,
+)
+
+__all__ = [
+    "KmeansLabels",
+    "LabelSetInfo",
+    "LabelWriter",
+    "align_labels",
+    "assign",
+    "centroids_id",
+    "check_centroids",
+    "cuts_hash",
+    "fit_kmeans",
+    "kmeans_pp_init",
+    "subsample_frames",
+]
