@@ -7,7 +7,8 @@ from speechssl.cli import main
 
 def test_demo_writes_a_report_with_its_plots(tmp_path, capsys):
     out, cache = tmp_path / "demo", tmp_path / "cache"
-    argv = ["demo", "--out", str(out), "--minutes", "1", "--cache-dir", str(cache)]
+    argv = ["demo", "--out", str(out), "--minutes", "1", "--cache-dir", str(cache),
+            "--pretrain-steps", "4", "--probe-epochs", "3"]  # fmt: skip
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
@@ -16,13 +17,15 @@ def test_demo_writes_a_report_with_its_plots(tmp_path, capsys):
         assert (out / rel).read_bytes()[:4] == b"\x89PNG"
     assert "20 voices in 4 languages" in report and "Synthesised" in report
     # the baseline-probe stage: one row per upstream with three accuracies in [0, 100]
-    for upstream in ("fbank", "mfcc", "tiny"):
+    for upstream in ("fbank", "mfcc", "tiny", "mt4ssl-tiny"):
         row = re.search(rf"^\| {upstream} \|(.*)\|$", report, re.M)
         assert row, upstream
         values = [float(v) for v in row.group(1).split("|")]
         assert len(values) == 3 and all(0 <= v <= 100 for v in values)
     assert (cache / "synth-1min-seed0" / ".complete").is_file()
     # second run reuses the cached corpus
-    assert main(argv) == 0
-    assert "Loaded from cache" in (out / "report.md").read_text()
+    assert (out / "pretrain" / "checkpoints" / "latest").is_file()
+    # a second run reuses the cached corpus (without pretraining again)
+    assert main([*argv[:-4], "--pretrain-steps", "0", "--out", str(tmp_path / "again")]) == 0
+    assert "Loaded from cache" in (tmp_path / "again" / "report.md").read_text()
     assert (out / "config.yaml").is_file() and (out / "run.json").is_file()
