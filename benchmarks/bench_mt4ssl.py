@@ -179,7 +179,9 @@ def plot_curves(curves: dict, rows: list, path: Path) -> Path:
             ax.plot([p[0] for p in points], [p[1][i] for p in points], marker="o", label=name)
         for base, style in (("tiny", ":"), ("fbank", "--")):
             if base in floors:
-                ax.axhline(floors[base][i], color="grey", ls=style, label=f"{base} (no pretraining)")
+                ax.axhline(
+                    floors[base][i], color="grey", ls=style, label=f"{base} (no pretraining)"
+                )
         ax.set_title(task)
         ax.set_xlabel("pretraining step")
         ax.set_ylabel("test accuracy (%)")
