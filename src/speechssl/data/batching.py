@@ -232,6 +232,29 @@ def collate_cuts(
     return Batch(audio, lengths, mask, labels, [c.id for c in cuts])
 
 
+class WorkerRNG:
+    """A ``torch.Generator`` per DataLoader worker, seeded ``seed + worker id``, made on first
+    use in each process (generators do not pickle); ``seed=None`` means torch's global RNG."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._worker: int | None = None
+
+    def __call__(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        if self._generator is None or self._worker != worker:
+            self._generator = torch.Generator().manual_seed(self.seed + worker)
+            self._worker = worker
+        return self._generator
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"seed": self.seed, "_generator": None, "_worker": None}
+
+
 class CutDataset(torch.utils.data.Dataset):
     """A map-style dataset indexed by CutSet mini-batches, as yielded by lhotse samplers.
 
@@ -253,18 +276,7 @@ class CutDataset(torch.utils.data.Dataset):
         self.max_duration = max_duration
         self.crop = crop
         self.seed = seed
-        self._generator: torch.Generator | None = None
-        self._generator_worker: int | None = None
-
-    def _rng(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id
-        if self._generator is None or self._generator_worker != worker:
-            self._generator = torch.Generator().manual_seed(self.seed + worker)
-            self._generator_worker = worker
-        return self._generator
+        self._rng = WorkerRNG(seed)
 
     def __getitem__(self, cuts: CutSet) -> Batch:
         return collate_cuts(
@@ -275,10 +287,3 @@ class CutDataset(torch.utils.data.Dataset):
             crop=self.crop,
             generator=self._rng(),
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        # torch.Generator does not pickle; each worker makes its own.
-        state = self.__dict__.copy()
-        state["_generator"] = None
-        state["_generator_worker"] = None
-        return state

@@ -44,7 +44,7 @@ from lhotse import CutSet
 from torch import nn
 
 from speechssl.audio.features import num_frames as logmel_frames
-from speechssl.data.batching import Batch, collate_cuts
+from speechssl.data.batching import Batch, WorkerRNG, collate_cuts
 from speechssl.errors import UserError
 from speechssl.models.transformer import WAVEFORM_CONVS, FrameTransformer
 from speechssl.objectives.masking import span_mask
@@ -160,18 +160,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         self._labels = labels if hasattr(labels, "folder") else None
         self.crop_seconds = crop_seconds
         self.seed = seed
-        self._generator: torch.Generator | None = None
-        self._generator_worker: int | None = None
-
-    def _rng(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id
-        if self._generator is None or self._generator_worker != worker:
-            self._generator = torch.Generator().manual_seed(self.seed + worker)
-            self._generator_worker = worker
-        return self._generator
+        self._rng = WorkerRNG(seed)
 
     @property
     def labels(self) -> Any | None:
@@ -226,9 +215,7 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_generator"] = None
-        state["_generator_worker"] = None
-        state["_labels"] = None
+        state["_labels"] = None  # workers reopen the memory-mapped label set
         return state
 
 
