@@ -167,3 +167,30 @@ def test_losses_ignore_padding():
 def test_multi_target_refuses_no_target():
     with pytest.raises(UserError, match="no target"):
         MultiTarget({"kmeans": (KmeansCE(), 0.0)})
+
+
+def test_pretext_regression_is_the_weighted_loss_on_masked_valid_frames():
+    from types import SimpleNamespace
+
+    from speechssl.objectives import PretextRegression, PretrainOutput
+
+    g = torch.Generator().manual_seed(0)
+    pred = {"f0": torch.randn(2, 6, 1, generator=g), "mfcc": torch.randn(2, 6, 3, generator=g)}
+    tgt = {"f0": torch.randn(2, 6, 1, generator=g), "mfcc": torch.randn(2, 6, 3, generator=g)}
+    valid = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    masked = torch.tensor(
+        [[True, False, True, True, False, False], [False, True, True, False, True, True]]
+    )
+    out = PretrainOutput(hidden=torch.zeros(2, 6, 4), valid=valid, pretext=pred)
+    objective = PretextRegression({"f0": 0.5, "mfcc": 2.0}, losses={"mfcc": "mse"})
+    loss, metrics = objective.loss(out, SimpleNamespace(pretext=tgt), masked)
+    # independent: list the frames that are masked and valid, average by hand
+    frames = [(b, t) for b in range(2) for t in range(6) if masked[b, t] and valid[b, t]]
+    l1 = sum((pred["f0"][b, t] - tgt["f0"][b, t]).abs().sum() for b, t in frames) / len(frames)
+    mse = sum(((pred["mfcc"][b, t] - tgt["mfcc"][b, t]) ** 2).sum() for b, t in frames) / (
+        3 * len(frames)
+    )
+    assert loss.item() == pytest.approx(0.5 * l1.item() + 2.0 * mse.item(), rel=1e-6)
+    assert metrics["pretext_f0"].item() == pytest.approx(l1.item(), rel=1e-6)
+    with pytest.raises(UserError, match="pretext target 'pitch'"):
+        PretextRegression({"pitch": 1.0}).loss(out, SimpleNamespace(pretext=tgt), masked)

@@ -31,7 +31,7 @@ def _commands() -> list[Command]:
     from speechssl.recipes import data_jobs
     from speechssl.recipes.demo import DemoConfig
     from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig
-    from speechssl.recipes.pretrain import PretrainConfig
+    from speechssl.recipes.pretrain import NextIterationConfig, PretrainConfig
     from speechssl.recipes.probe import ProbeConfig
 
     cmds = [
@@ -54,6 +54,12 @@ def _commands() -> list[Command]:
             PretrainConfig,
             _pretrain,
             "masked-prediction pretraining (k-means and/or EMA-teacher targets)",
+        ),
+        Command(
+            ("pretrain-next",),
+            NextIterationConfig,
+            _pretrain_next,
+            "HuBERT-style next iteration: re-cluster a layer of a finished run and pretrain again",
         ),
         Command(("probe",), ProbeConfig, _probe, "probe a frozen upstream on a labelled task"),
         Command(("demo",), DemoConfig, _demo, "run the pipeline on the embedded default corpus"),
@@ -185,6 +191,14 @@ def _pretrain(cfg) -> int:
 
     last = run_pretrain(cfg)
     print(f"pretraining done: {cfg.out} (last checkpoint {last})")
+    return 0
+
+
+def _pretrain_next(cfg) -> int:
+    from speechssl.recipes.pretrain import second_iteration
+
+    last = second_iteration(cfg.run, cfg.layer, cfg.k, cfg.cuts, cfg.out, max_frames=cfg.max_frames)
+    print(f"next iteration done: {cfg.out}/pretrain (last checkpoint {last})")
     return 0
 
 

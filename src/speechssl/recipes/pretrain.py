@@ -242,6 +242,19 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     return Trainer(model, build_objective(cfg), cuts, dataset, cfg.train, run_dir, spec)
 
 
+@dataclass
+class NextIterationConfig:
+    """HuBERT's next iteration in one command: k-means on a layer of a finished run, label the
+    cuts, and pretrain a fresh model on the new targets (the run's config gives the rest)."""
+
+    run: Path = opt(help="finished pretraining run folder (its config.yaml and checkpoints)")
+    cuts: Path = opt(help="CutSet to cluster, label and train on")
+    out: Path = opt(help="folder for kmeans/, labels/ and the new pretrain/ run")
+    layer: int = opt(6, "hidden state of the trained encoder to cluster")
+    k: int = opt(500, "clusters (HuBERT's second iteration: 500)")
+    max_frames: int = opt(200_000, "frames sampled for the k-means fit")
+
+
 def second_iteration(
     run_dir: str | Path,
     layer: int,
