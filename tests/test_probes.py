@@ -232,3 +232,16 @@ def test_embed_cuts_keeps_cut_order(tone_cuts):
     cuts = list(tone_cuts)[:10]
     emb = embed_cuts(Lengths(), cuts, batch_size=3)
     assert emb[:, 0].tolist() == [float(c.num_samples) for c in cuts]
+
+
+def test_summarize_reports_sample_std_and_no_spread_for_one_seed():
+    import statistics
+
+    from speechssl.evaluation.probes import summarize
+
+    runs = [{"accuracy": 0.5}, {"accuracy": 0.7}, {"accuracy": 0.9}]
+    s = summarize(runs)["accuracy"]
+    assert s["mean"] == pytest.approx(0.7) and s["std"] == pytest.approx(
+        statistics.stdev([0.5, 0.7, 0.9])
+    )
+    assert summarize(runs[:1])["accuracy"]["std"] is None

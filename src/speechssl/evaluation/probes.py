@@ -204,14 +204,15 @@ def frame_labels(
     return alignment[np.minimum(idx, alignment.size - 1)]
 
 
-def summarize(per_seed: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean and sample std (0 for one seed) of every numeric metric over seeds."""
+def summarize(per_seed: Sequence[dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """Mean and sample std of every numeric metric over seeds (std ``None`` for one seed: a
+    spread of 0 would claim a certainty that one seed cannot give)."""
     out = {}
     for k in per_seed[0]:
         vals = np.array([float(r[k]) for r in per_seed])
         out[k] = {
             "mean": float(vals.mean()),
-            "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+            "std": float(vals.std(ddof=1)) if len(vals) > 1 else None,
         }
     return out
 

@@ -250,7 +250,8 @@ def render_markdown(r: dict) -> str:
     lines += ["| metric | mean | std |", "|---|---|---|"]
     for k, v in s.items():
         if k in ("accuracy", "macro_f1", "dev_accuracy"):
-            lines.append(f"| {k} | {v['mean']:.4f} | {v['std']:.4f} |")
+            std = "n/a (one seed)" if v["std"] is None else f"{v['std']:.4f}"
+            lines.append(f"| {k} | {v['mean']:.4f} | {std} |")
     w = ", ".join(f"{x:.2f}" for x in r["layer_weights"])
     lines.append(
         f"\nSeeds {r['seeds']}; layer {'weighted sum' if r['layer'] is None else r['layer']}; mean layer weights [{w}]."
