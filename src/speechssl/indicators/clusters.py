@@ -1,9 +1,10 @@
 """Cluster-quality measures of a frame matrix: k-means inertia, Davies-Bouldin,
 Calinski-Harabasz and silhouette, with bounded memory.
 
-k-means is fitted (:func:`speechssl.kmeans.fit.fit_kmeans`: k-means++ then faiss) on a seeded
-subsample; then every frame is assigned to its nearest centroid in a streaming pass that
-accumulates per-cluster counts, sums and distances. What each measure holds in memory:
+k-means is fitted (:func:`speechssl.kmeans.fit.fit_centroids`: greedy k-means++, then faiss
+Lloyd iterations coarse to fine) on a seeded subsample (by default every frame of one hour);
+then every frame is assigned to its nearest centroid in a streaming pass that accumulates
+per-cluster counts, sums and distances. What each measure holds in memory:
 
 - inertia: mean squared distance of *all* frames to their nearest fitted centroid (the k-means
   objective per frame, so pools of different sizes compare). O(k).
@@ -29,7 +30,7 @@ import numpy as np
 
 from speechssl.errors import UserError
 from speechssl.indicators.rank import segment_sums
-from speechssl.kmeans.fit import assign, fit_kmeans
+from speechssl.kmeans.fit import assign, fit_centroids
 
 __all__ = [
     "ClusterPass",
@@ -97,10 +98,11 @@ def fit_layer_kmeans(
         )
     x = read_rows(frames, rows)
     # greedy k-means++ (plain seeding ends a few % worse than scikit-learn at k = 1024), on
-    # 10 frames per centre: the seeding only needs to find the basins, Lloyd does the rest
-    centroids, _ = fit_kmeans(
+    # 10 frames per centre: the seeding only needs to find the basins, Lloyd does the rest,
+    # coarse to fine (see benchmarks/results/indicators.md for what each choice costs)
+    centroids = fit_centroids(
         x, k_used, seed=seed, n_iter=n_iter, init_sample=max(10_000, 10 * k_used),
-        local_trials=None,
+        local_trials=None, coarse_to_fine=True,
     )  # fmt: skip
     return centroids, k_used
 

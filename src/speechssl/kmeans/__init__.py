@@ -1,6 +1,12 @@
 """Offline k-means targets (HuBERT / MT4SSL style): fit centroids, label frames, read labels."""
 
-from speechssl.kmeans.fit import assign, fit_kmeans, kmeans_pp_init, subsample_frames
+from speechssl.kmeans.fit import (
+    assign,
+    fit_centroids,
+    fit_kmeans,
+    kmeans_pp_init,
+    subsample_frames,
+)
 from speechssl.kmeans.labels import (
     KmeansLabels,
     LabelSetInfo,
@@ -20,6 +26,7 @@ __all__ = [
     "centroids_id",
     "check_centroids",
     "cuts_hash",
+    "fit_centroids",
     "fit_kmeans",
     "kmeans_pp_init",
     "subsample_frames",

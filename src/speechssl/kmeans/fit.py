@@ -17,11 +17,12 @@ import numpy as np
 from speechssl.errors import UserError
 from speechssl.kmeans.labels import check_centroids
 
-__all__ = ["assign", "fit_kmeans", "kmeans_pp_init", "subsample_frames"]
+__all__ = ["assign", "fit_centroids", "fit_kmeans", "kmeans_pp_init", "subsample_frames"]
 
 log = logging.getLogger("speechssl")
 
 ASSIGN_CHUNK = 1 << 16
+GRAM_MAX_ROWS = 12_288  # k-means++ on up to this many rows uses a Gram matrix (<= 600 MB)
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:
@@ -70,11 +71,20 @@ def kmeans_pp_init(
     n = len(x)
     if n < k:
         raise UserError(f"cannot seed {k} clusters from {n} frames")
+    # Each centre needs the candidates' distances to every sampled row. Read off a precomputed
+    # Gram matrix that is one row per candidate; recomputed, it is one pass over all rows
+    # per centre, which is memory-bound (~3x slower at 10k x 768). The Gram costs n^2 floats.
+    gram = x @ x.T if n <= GRAM_MAX_ROWS else None
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+
+    def sq_dist(rows: np.ndarray) -> np.ndarray:  # [len(rows), n]
+        dots = gram[rows] if gram is not None else x[rows] @ x.T
+        return np.maximum(sq[rows][:, None] - 2.0 * dots + sq[None, :], 0.0)
+
     centres = np.empty((k, x.shape[1]), dtype=np.float32)
     first = int(rng.integers(n))
     centres[0] = x[first]
-    closest = np.maximum(sq - 2.0 * (x @ x[first]) + sq[first], 0.0)
+    closest = sq_dist(np.array([first]))[0]
     for j in range(1, k):
         total = closest.sum()
         if total <= 0:  # fewer distinct points than clusters: any point will do
@@ -82,13 +92,10 @@ def kmeans_pp_init(
         else:
             draws = rng.random(trials if trials > 1 else 1) * total
             picks = np.minimum(np.searchsorted(np.cumsum(closest), draws, side="right"), n - 1)
-        d = np.maximum(sq[:, None] - 2.0 * (x @ x[picks].T) + sq[picks][None, :], 0.0)
-        if len(picks) > 1:
-            best = int(np.argmin(np.minimum(closest[:, None], d).sum(0)))
-        else:
-            best = 0
+        d = sq_dist(picks)
+        best = int(np.argmin(np.minimum(closest[None, :], d).sum(1))) if len(picks) > 1 else 0
         centres[j] = x[picks[best]]
-        np.minimum(closest, d[:, best], out=closest)
+        np.minimum(closest, d[best], out=closest)
     return centres
 
 
@@ -113,7 +120,7 @@ def assign(features: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
     return labels, dist
 
 
-def fit_kmeans(
+def fit_centroids(
     features: np.ndarray,
     k: int,
     seed: int = 0,
@@ -121,8 +128,9 @@ def fit_kmeans(
     init_sample: int | None = None,
     max_frames: int | None = None,
     local_trials: int | None = 1,
-) -> tuple[np.ndarray, float]:
-    """Fit ``k`` centroids to ``features [N, D]``.
+    coarse_to_fine: bool = False,
+) -> np.ndarray:
+    """``k`` centroids (float32 ``[k, D]``) fitted to ``features [N, D]``.
 
     Args:
         features: frames (float32, or anything convertible).
@@ -132,33 +140,60 @@ def fit_kmeans(
         init_sample: frames used for k-means++ (default ``max(10_000, 40 k)``).
         max_frames: fit on a seeded subsample of at most this many frames.
         local_trials: candidates per centre in the seeding (see :func:`kmeans_pp_init`).
-
-    Returns:
-        (centroids float32 ``[k, D]``, inertia: sum of squared distances of the fitted
-        frames to their nearest centroid).
+        coarse_to_fine: run the first half of the iterations on a seeded quarter of the
+            frames, all but the last on half, the last on all: about 0.4x the cost of
+            ``n_iter`` full iterations. Early iterations move centroids far and need few
+            frames; the last one on every frame removes the fit-sample bias (Lloyd on a
+            subsample alone ends ~1% worse on the other frames at 100 frames per centroid).
     """
     x = subsample_frames(_as_features(features), max_frames, seed)
     if k < 1:
         raise UserError(f"k must be at least 1, got {k}")
     if len(x) < k:
         raise UserError(f"only {len(x)} frames to fit {k} clusters; give more audio or a smaller k")
-    init = kmeans_pp_init(x, k, seed, init_sample, local_trials)
-    km = faiss.Kmeans(
-        x.shape[1],
-        k,
-        niter=int(n_iter),
-        seed=int(seed),
-        verbose=False,
-        # use every frame (faiss subsamples to 256 per centroid by default) and do not warn
-        max_points_per_centroid=math.ceil(len(x) / k) + 1,
-        min_points_per_centroid=1,
-    )
-    if n_iter > 0:
-        km.train(x, init_centroids=init)
+    centroids = kmeans_pp_init(x, k, seed, init_sample, local_trials)
+    order = np.random.default_rng([seed, 1]).permutation(len(x))
+    for size, iters in _stages(len(x), k, int(n_iter), coarse_to_fine):
+        sub = x if size >= len(x) else x[np.sort(order[:size])]
+        km = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=iters,
+            seed=int(seed),
+            verbose=False,
+            # use every frame (faiss subsamples to 256 per centroid by default) and do not warn
+            max_points_per_centroid=math.ceil(len(sub) / k) + 1,
+            min_points_per_centroid=1,
+        )
+        km.train(sub, init_centroids=centroids)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-    else:
-        centroids = init
-    centroids = check_centroids(centroids)
+    return check_centroids(centroids)
+
+
+def _stages(n: int, k: int, n_iter: int, coarse_to_fine: bool) -> list[tuple[int, int]]:
+    """(frames, iterations) of each faiss run."""
+    if n_iter <= 0:
+        return []
+    if not coarse_to_fine or n_iter < 2:
+        return [(n, n_iter)]
+    first = math.ceil(n_iter / 2)
+    stages = [(n // 4, first), (n // 2, n_iter - first - 1), (n, 1)]
+    return [(max(size, min(n, 10 * k)), it) for size, it in stages if it > 0]
+
+
+def fit_kmeans(
+    features: np.ndarray,
+    k: int,
+    seed: int = 0,
+    n_iter: int = 50,
+    init_sample: int | None = None,
+    max_frames: int | None = None,
+    local_trials: int | None = 1,
+) -> tuple[np.ndarray, float]:
+    """:func:`fit_centroids` (same arguments), plus the inertia: the sum of squared distances
+    of the fitted frames to their nearest centroid. Returns (centroids, inertia)."""
+    x = subsample_frames(_as_features(features), max_frames, seed)
+    centroids = fit_centroids(x, k, seed, n_iter, init_sample, None, local_trials)
     _, dist = assign(x, centroids)
     inertia = float(dist.astype(np.float64).sum())
     log.info("k-means k=%d on %d x %d frames: inertia %.6g", k, len(x), x.shape[1], inertia)
