@@ -53,6 +53,21 @@ def test_folder_recipe_labels_and_metadata_columns(tmp_path):
     assert first.duration == pytest.approx(0.4)
 
 
+def test_folder_without_a_csv_takes_every_audio_file_unlabelled(tmp_path):
+    write_audio(tmp_path / "noise" / "a.wav", seconds=0.5)
+    write_audio(tmp_path / "noise" / "sub" / "b.flac", seconds=0.3)
+    (tmp_path / "noise" / "readme.txt").write_text("not audio")
+    cuts, report = build_cutset(corpora.folder_rows(tmp_path / "noise"), progress=False)
+    assert sorted(c.id for c in cuts) == ["a", "sub/b"] and report.kept == 2
+    assert all(labels_of(c) == {} for c in cuts)
+    assert cuts["sub/b"].duration == pytest.approx(0.3)
+    with pytest.raises(UserError, match="CSV"):
+        corpora.folder_rows(tmp_path / "noise", None, ["speaker"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no audio files"):
+        corpora.folder_rows(tmp_path / "empty")
+
+
 def test_other_rates_and_stereo_load_as_16k_mono_and_are_counted(tmp_path):
     rows = []
     x8 = write_audio(tmp_path / "audio" / "a.flac", seconds=1.0, sr=8000)

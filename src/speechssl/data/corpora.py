@@ -1,6 +1,7 @@
 """Corpus recipes: find the audio files and labels of a corpus, as :class:`Row` s.
 
-``folder`` is the entry point for users' own data (a folder of audio plus a CSV of labels).
+``folder`` is the entry point for users' own data (a folder of audio plus, optionally, a CSV of
+labels).
 ``fsdd`` and ``ravdess`` parse labels from their file names; ``librispeech`` and
 ``voxceleb`` let lhotse's recipes find files and transcripts. All of them end in
 :func:`speechssl.data.manifest.build_cutset`, which checks every file.
@@ -21,16 +22,28 @@ RECIPES = ("folder", "fsdd", "ravdess", "librispeech", "voxceleb")
 
 
 def folder_rows(
-    audio_dir: str | Path, labels_csv: str | Path, label_columns: list[str] | None = None
+    audio_dir: str | Path,
+    labels_csv: str | Path | None = None,
+    label_columns: list[str] | None = None,
 ) -> list[Row]:
     """Rows of a folder of audio described by a CSV with a ``path`` column (relative to the folder).
 
     Every other column is a label unless it describes the file (``duration_s``,
-    ``sample_rate``, ...) or ``label_columns`` names the ones to keep.
+    ``sample_rate``, ...) or ``label_columns`` names the ones to keep. Without a CSV every
+    audio file under the folder is a row without labels (noise or RIR collections).
     """
-    audio_dir, labels_csv = Path(audio_dir), Path(labels_csv)
+    audio_dir = Path(audio_dir)
     if not audio_dir.is_dir():
         raise UserError(f"audio folder not found: {audio_dir}")
+    if labels_csv is None:
+        if label_columns:
+            raise UserError("--label-columns needs a labels CSV (--labels)")
+        files = _audio_files(audio_dir, "folder")
+        return [
+            Row(f, {}, cut_id=f.relative_to(audio_dir).with_suffix("").as_posix())
+            for f in files
+        ]
+    labels_csv = Path(labels_csv)
     if not labels_csv.is_file():
         raise UserError(f"labels CSV not found: {labels_csv}")
     with open(labels_csv, newline="", encoding="utf-8-sig") as f:

@@ -19,11 +19,16 @@ from speechssl.runs import run_dir_for, start_run
 
 @dataclass
 class FolderPrepare:
-    """Your own data: a folder of audio plus a CSV with a 'path' column and label columns."""
+    """Your own data: a folder of audio plus a CSV with a 'path' column and label columns
+    (without a CSV, every audio file under the folder, unlabelled: noise or RIR folders)."""
 
     audio_dir: Path = opt(help="folder holding the audio files")
-    labels: Path = opt(help="CSV with a 'path' column (relative to --audio-dir) and label columns")
     out: Path = opt(help="output CutSet, e.g. cuts.jsonl.gz")
+    labels: Path | None = opt(
+        None,
+        "CSV with a 'path' column (relative to --audio-dir) and label columns; without it, "
+        "every audio file under --audio-dir is taken, unlabelled",
+    )
     label_columns: list[str] | None = opt(
         None, "label columns to keep (default: all but path and file metadata such as duration_s)"
     )
