@@ -40,8 +40,7 @@ def folder_rows(
             raise UserError("--label-columns needs a labels CSV (--labels)")
         files = _audio_files(audio_dir, "folder")
         return [
-            Row(f, {}, cut_id=f.relative_to(audio_dir).with_suffix("").as_posix())
-            for f in files
+            Row(f, {}, cut_id=f.relative_to(audio_dir).with_suffix("").as_posix()) for f in files
         ]
     labels_csv = Path(labels_csv)
     if not labels_csv.is_file():
