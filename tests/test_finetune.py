@@ -87,7 +87,12 @@ def test_all_at_once_trains_everything(setup, tmp_path):
 
 def test_verify_mode_scores_held_out_speakers(setup, tmp_path):
     r = run_finetune(_cfg(setup, tmp_path / "v", label="speaker", eval="verify"))
-    assert r["mode"] == "verify" and 0.0 <= r["eer"] <= 1.0 and r["trials"] > 0
+    assert r["mode"] == "verify" and 0.0 <= r["eer"] <= 1.0
+    train, test = set(r["speakers"]["train"]), set(r["speakers"]["test"])
+    assert train and test and not train & test  # scored speakers were never trained on
+    assert train | test <= {f"s{i}" for i in range(12)}  # (the dev split has the others)
+    # every pair of test speakers' utterances can form a trial: at least one per speaker
+    assert r["trials"] >= len(test)
 
 
 def test_encoder_without_embed_is_refused(setup, tmp_path):

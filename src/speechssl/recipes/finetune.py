@@ -233,6 +233,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     else:
         speakers = [str(get_label(c, task.label)) for c in test]
         results |= score_speakers(emb, speakers, seed=cfg.split_seed)
+        # which speakers were trained on and which scored: the EER is only meaningful on
+        # speakers the model never saw
+        results["speakers"] = {"train": sorted({str(v) for v in enc.classes}),
+                               "test": sorted(set(speakers))}  # fmt: skip
     results["config"] = to_dict(cfg)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / "results.md").write_text(render(results) + "\n")
