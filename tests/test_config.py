@@ -81,3 +81,20 @@ def test_missing_config_file():
 def test_optional_field_takes_none_on_the_command_line():
     assert parse(["--out", "x", "--limit", "none"]).limit is None
     assert parse(["--out", "x", "--limit", "2.5"]).limit == 2.5
+
+
+@dataclass
+class OtherJob:
+    """A parent that ships other defaults for its nested section than the section's class."""
+
+    optim: Optim = opt(factory=lambda: Optim(lr=0.25, betas=[0.5, 0.6]), help="optimiser")
+
+
+def test_nested_section_keeps_the_parents_defaults_when_one_field_is_set(capsys):
+    p = argparse.ArgumentParser()
+    config.add_arguments(p, OtherJob)
+    cfg = config.build(OtherJob, vars(p.parse_args(["--optim.lr", "0.1"])))
+    assert cfg.optim.lr == 0.1 and cfg.optim.betas == [0.5, 0.6]  # not Optim's [0.9, 0.98]
+    assert config.build(OtherJob, {}).optim == Optim(lr=0.25, betas=[0.5, 0.6])
+    p.print_help()
+    assert "(default: 0.25)" in capsys.readouterr().out.replace("\n", " ")

@@ -38,20 +38,24 @@ def opt(default: Any = _MISSING, help: str = "", *, positional: bool = False, fa
     return dataclasses.field(default=default, metadata=meta)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: Any = None
+) -> None:
     """Add one option per field of dataclass ``cls`` (recursively, dotted for nested ones).
 
     Defaults are suppressed in the namespace so that :func:`build` can tell what the user
-    set from what is a default; the help still shows the defaults.
+    set from what is a default; the help still shows the defaults (those of ``defaults``,
+    the instance a parent's default makes, for nested sections).
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if dataclasses.is_dataclass(typ):
-            add_arguments(parser, typ, prefix=f"{prefix}{f.name}.")
+            nested = default if dataclasses.is_dataclass(default) else None
+            add_arguments(parser, typ, prefix=f"{prefix}{f.name}.", defaults=nested)
             continue
         help_text = f.metadata.get("help", "")
-        default = _field_default(f)
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
         base, optional = _unwrap_optional(typ)
         if default is not _MISSING and default is not None:
@@ -125,8 +129,13 @@ def resolve_config(name_or_path: str | Path) -> Path:
     raise UserError(f"config file not found: {path} (shipped configs: {names})")
 
 
-def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) mapping, checking names and types."""
+def from_dict(cls: type[T], values: dict[str, Any], where: str = "", base: Any = None) -> T:
+    """Build dataclass ``cls`` from a (nested) mapping, checking names and types.
+
+    Fields not in ``values`` keep their defaults: those of ``base`` when given (a nested
+    section starts from the instance its parent's default makes, so a parent can ship other
+    defaults than the section's class), else the class's.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -139,17 +148,21 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         name = where + f.name
+        default = getattr(base, f.name) if base is not None else _field_default(f)
         if f.name in values:
             raw = values[f.name]
             if dataclasses.is_dataclass(typ):
                 if not isinstance(raw, dict):
                     raise UserError(f"option {name} must be a mapping")
-                kwargs[f.name] = from_dict(typ, raw, where=name + ".")
+                nested = default if dataclasses.is_dataclass(default) else None
+                kwargs[f.name] = from_dict(typ, raw, where=name + ".", base=nested)
             else:
                 kwargs[f.name] = _coerce(raw, typ, name)
-        elif dataclasses.is_dataclass(typ) and _field_default(f) is _MISSING:
+        elif default is not _MISSING:
+            kwargs[f.name] = default
+        elif dataclasses.is_dataclass(typ):
             kwargs[f.name] = from_dict(typ, {}, where=name + ".")
-        elif _field_default(f) is _MISSING:
+        else:
             raise UserError(f"missing required option --{name.replace('_', '-')}")
     return cls(**kwargs)
 

@@ -53,12 +53,10 @@ __all__ = [
     "DataSection",
     "DinoConfig",
     "DinoSection",
-    "DinoTrainConfig",
     "EncoderSection",
     "MultiCropDataset",
     "SegmentSection",
     "SupervisedConfig",
-    "SupervisedTrainConfig",
     "babble_pool",
     "build_dino_trainer",
     "build_encoder",
@@ -326,18 +324,10 @@ class DataSection:
     babble_pool: int = opt(500, "utterances sampled from the training cuts for babble noise")
 
 
-@dataclass
-class DinoTrainConfig(TrainConfig):
-    """:class:`TrainConfig` with DINO's defaults."""
-
-    lr: float = opt(5e-4, "peak learning rate, reached at the end of the warm-up")
-    min_lr: float = opt(1e-6, "learning rate at the last step (cosine decay)")
-    warmup_steps: int = opt(1000, "steps of linear learning-rate warm-up from 0")
-    weight_decay: float = opt(0.04, "AdamW weight decay at the first step (weights only)")
-    weight_decay_end: float = opt(0.4, "weight decay at the last step (cosine)")
-    ema_start: float | None = opt(0.996, "teacher EMA momentum at the first step")
-    ema_end: float = opt(1.0, "teacher EMA momentum at the end (cosine ramp)")
-    grad_clip: float | None = opt(3.0, "clip the global gradient norm to this")
+def _dino_train() -> TrainConfig:
+    """DINO's optimisation defaults (AdamW with cosine weight decay, teacher EMA 0.996 -> 1)."""
+    return TrainConfig(lr=5e-4, min_lr=1e-6, warmup_steps=1000, weight_decay=0.04,
+                       weight_decay_end=0.4, ema_start=0.996, ema_end=1.0, grad_clip=3.0)  # fmt: skip
 
 
 @dataclass
@@ -352,7 +342,7 @@ class DinoConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     dino: DinoSection = field(default_factory=DinoSection)
     data: DataSection = field(default_factory=DataSection)
-    train: DinoTrainConfig = field(default_factory=DinoTrainConfig)
+    train: TrainConfig = field(default_factory=_dino_train)
     out: Path = opt(Path("runs/dino"), "run folder (config, metrics, checkpoints)")
     resume: bool = opt(False, "continue from the run folder's latest checkpoint")
 
@@ -485,15 +475,10 @@ class AamSection:
     easy_margin: bool = opt(False, "apply the margin only below 90 degrees")
 
 
-@dataclass
-class SupervisedTrainConfig(TrainConfig):
-    """:class:`TrainConfig` with defaults for the speaker classifier."""
-
-    lr: float = opt(1e-3, "peak learning rate, reached at the end of the warm-up")
-    min_lr: float = opt(1e-5, "learning rate at the last step (cosine decay)")
-    warmup_steps: int = opt(500, "steps of linear learning-rate warm-up from 0")
-    weight_decay: float = opt(0.01, "AdamW weight decay (weights only)")
-    weight_decay_end: float = opt(0.01, "weight decay at the last step (cosine)")
+def _supervised_train() -> TrainConfig:
+    """The speaker classifier's optimisation defaults."""
+    return TrainConfig(lr=1e-3, min_lr=1e-5, warmup_steps=500, weight_decay=0.01,
+                       weight_decay_end=0.01)  # fmt: skip
 
 
 @dataclass
@@ -508,7 +493,7 @@ class SupervisedConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     aam: AamSection = field(default_factory=AamSection)
     data: DataSection = field(default_factory=DataSection)
-    train: SupervisedTrainConfig = field(default_factory=SupervisedTrainConfig)
+    train: TrainConfig = field(default_factory=_supervised_train)
     out: Path = opt(Path("runs/supervised"), "run folder (config, metrics, checkpoints)")
     resume: bool = opt(False, "continue from the run folder's latest checkpoint")
 
