@@ -10,7 +10,6 @@ checkpoint).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -41,7 +40,9 @@ class AssessConfig:
     cuts: list[Path] = opt(help="CutSet manifest(s) of unlabelled audio to draw the pool from")
     out: Path = opt(help="run folder for indicators.jsonl, report.md and plots")
     hours: float = opt(1.0, "audio in the pool (a seeded subset of the cuts)")
-    seed: int = opt(0, "seed of the pool and of the indicators' subsampling")
+    seed: int = opt(
+        0, "seed of the pool (--indicators.seed seeds the k-means and silhouette samples)"
+    )
     layers: list[int] | None = opt(None, "layers to assess (hidden-state indices); none = all")
     indicators: IndicatorConfig = opt(factory=IndicatorConfig, help="indicator settings")
     cache_dir: Path = opt(factory=lambda: default_cache_dir(), help="feature cache")
@@ -72,7 +73,6 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     (run_dir / "settings.json").write_text(json.dumps(_settings(cfg), default=str))
     checkpoints = expand_upstreams(cfg.upstream)
     pool = select_pool(list(load_cut_sets(cfg.cuts)), cfg.hours, cfg.seed)
-    icfg = dataclasses.replace(cfg.indicators, seed=cfg.seed)  # one seed for pool and samples
     rows: list[dict] = []
     out = run_dir / "indicators.jsonl"
     with out.open("w") as f:
@@ -80,7 +80,7 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
             new = done.get(ckpt.spec)
             if new is None:
                 new, seconds = assess_checkpoint(
-                    ckpt, pool, icfg, cfg.layers, cfg.cache_dir / "features", cfg.device
+                    ckpt, pool, cfg.indicators, cfg.layers, cfg.cache_dir / "features", cfg.device
                 )
                 for r in new:
                     r["seconds"] = seconds / len(new)
