@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 
@@ -186,9 +187,12 @@ def plot_curves(curves: dict, rows: list, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.3))
     floors = {r[0]: r[3:] for r in rows if r[1] == "-"}
     for i, (ax, task) in enumerate(zip(axes, TASKS, strict=True)):
-        for name, points in curves.items():
-            points = sorted(points)
-            ax.plot([p[0] for p in points], [p[1][i] for p in points], marker="o", label=name)
+        for name, points in curves.items():  # line: mean over seeds; dots: each seed
+            steps = sorted({p[0] for p in points})
+            mean = [np.mean([p[1][i] for p in points if p[0] == s]) for s in steps]
+            (line,) = ax.plot(steps, mean, label=name)
+            ax.scatter([p[0] for p in points], [p[1][i] for p in points], color=line.get_color(),
+                       s=14)  # fmt: skip
         for base, style in (("tiny", ":"), ("fbank", "--")):
             if base in floors:
                 ax.axhline(
