@@ -95,3 +95,29 @@ def test_layer_norm_models_are_padding_exact(saved):
 def test_upstream_id_names_weights(saved):
     _, folder = saved
     assert "model.safetensors" in upstream_id(str(folder))
+
+
+def test_assess_takes_an_hf_folder_and_rates_every_hidden_state(tmp_path):
+    from conftest import write_audio
+    from lhotse import CutSet
+    from lhotse.audio import Recording
+
+    from speechssl.recipes.assess import AssessConfig, run_assess
+
+    config_cls, model_cls, extra = MODELS["hubert"]
+    torch.manual_seed(0)
+    getattr(transformers, model_cls)(getattr(transformers, config_cls)(**SMALL)).save_pretrained(
+        tmp_path / "hf"
+    )
+    cuts = []
+    for i in range(4):
+        write_audio(tmp_path / f"a{i}.wav", seconds=1.0, freq=150 + 60 * i)
+        cuts.append(Recording.from_file(tmp_path / f"a{i}.wav", recording_id=f"a{i}").to_cut())
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    cfg = AssessConfig(upstream=[str(tmp_path / "hf")], cuts=[tmp_path / "cuts.jsonl.gz"],
+                       out=tmp_path / "assess", cache_dir=tmp_path / "cache")  # fmt: skip
+    cfg.indicators.k = 4
+    rows = run_assess(cfg)
+    # front-end output + 2 blocks, each rated
+    assert sorted(r["layer"] for r in rows) == [0, 1, 2]
+    assert all(1 < r["rankme"] <= SMALL["hidden_size"] for r in rows)
