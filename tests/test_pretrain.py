@@ -297,3 +297,22 @@ def test_pretext_from_selection_and_unknown_names(tmp_path):
 
     with pytest.raises(UserError, match="unknown pseudo-label"):
         pretext_weights(TargetsSection(pretext=["pitchiness"]))
+
+
+def test_live_pool_is_held_in_memory(tmp_path):
+    from speechssl.audio.io import load_cut
+    from speechssl.indicators.live import LiveIndicators, MonitorSection
+
+    cuts = []
+    for i in range(3):
+        path = tmp_path / f"a{i}.flac"
+        sf.write(path, (0.1 * np.sin(np.arange(8000) * (0.05 + 0.02 * i))).astype(np.float32),
+                 16000)  # fmt: skip
+        cuts.append(recording(path, recording_id=f"a{i}").to_cut())
+    before = {c.id: load_cut(c) for c in cuts}
+    monitor = LiveIndicators.from_section(MonitorSection(every=1, minutes=10.0), cuts)
+    for c in cuts:  # the monitor reads no file after it is built
+        (tmp_path / f"{c.id}.flac").unlink()
+    assert len(monitor.pool) == 3
+    for c in monitor.pool:
+        np.testing.assert_allclose(load_cut(c), before[c.id], atol=1e-4)

@@ -54,7 +54,10 @@ class LiveIndicators:
 
     @classmethod
     def from_section(cls, section: MonitorSection, cuts: Sequence[Cut]) -> LiveIndicators:
-        pool = select_pool(cuts, section.minutes / 60.0, section.seed)
+        # the pool is decoded at every call: hold its audio in memory (10 min of 16 kHz WAV is
+        # ~19 MB) rather than reading and decoding the files again (~3x slower, measured)
+        pool = [c.move_to_memory(audio_format="wav") for c in select_pool(
+            cuts, section.minutes / 60.0, section.seed)]  # fmt: skip
         icfg = IndicatorConfig(indicators=list(section.indicators), k=section.k, seed=section.seed)
         return cls(pool, section.every, icfg, section.layers)
 
