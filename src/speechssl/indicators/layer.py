@@ -45,8 +45,10 @@ class IndicatorConfig:
         k: k-means clusters for the cluster measures (lowered, and reported as ``kmeans_k``,
             when the k-means sample has under 10 frames per cluster).
         kmeans_frames: seeded subsample of frames the k-means is fitted on (float32 in
-            memory: 200k x 768-d is 614 MB). The default takes all of one hour at 50 frames/s:
-            fitted on a subsample alone, the centroids end ~1% worse on the other frames.
+            memory: 200k x 768-d is 614 MB; with the seeding's Gram matrix and the coarse
+            stages' copies the process peaked at 1.3 GB on one hour of a 768-d layer, k = 1024).
+            The default takes all of one hour at 50 frames/s: fitted on a subsample alone, the
+            centroids end ~1% worse on the other frames.
         kmeans_iter: Lloyd iterations (faiss), coarse to fine: the first half on a quarter
             of the sample, the last on all of it (cost ~0.4x as many full iterations).
         silhouette_frames: seeded sample the silhouette (and its bootstrap interval) uses.
