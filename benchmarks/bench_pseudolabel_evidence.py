@@ -10,6 +10,8 @@ report Spearman's rho between utility (lower = better) and downstream accuracy. 
 is the paper's claim. Every stage is resumable.
 
     python benchmarks/bench_pseudolabel_evidence.py --work runs/evidence-pseudo
+    python benchmarks/bench_pseudolabel_evidence.py --work runs/evidence-pseudo --seed 1 \
+        --out benchmarks/results/pseudolabel-evidence-seed1.md
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/evidence-pseudo"))
     ap.add_argument("--pool", type=Path, default=Path("runs/evidence-long/pool.jsonl.gz"))
     ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument(
+        "--seed", type=int, default=0, help="pretraining seed (runs and probes of seed N > 0 "
+        "sit beside seed 0's in --work, suffixed -seedN; selection is shared)"
+    )  # fmt: skip
     ap.add_argument("--batch-duration", type=float, default=40.0)
     ap.add_argument("--probe-epochs", type=int, default=15)
     ap.add_argument("--permutations", type=int, default=100)
@@ -121,18 +127,19 @@ def main() -> None:
     runs = {n: [n] for n in CANDIDATES} | groups | {"mel+mfcc only": []}
     scores: dict[str, dict[str, float]] = {}
     synth_cuts = synth_folder / "cuts.jsonl.gz"
+    suffix = f"-seed{args.seed}" if args.seed else ""
     for name, pretext in runs.items():
-        slug = name.replace(" ", "-").replace("+", "")
+        slug = name.replace(" ", "-").replace("+", "") + suffix
         run = work / "pretrain" / slug
         base = build(PretrainConfig, yaml_file="data2vec-tiny")
         cfg = dataclasses.replace(
             base, out=run, resume=find_latest(run / "checkpoints") is not None,
             targets=dataclasses.replace(base.targets, teacher_weight=0.0,
                                         pretext=[*pretext, "logmel", "mfcc"]),
-            data=dataclasses.replace(base.data, train=[args.pool], seed=0),
+            data=dataclasses.replace(base.data, train=[args.pool], seed=args.seed),
             train=dataclasses.replace(base.train, max_steps=args.steps, ema_start=None,
                                       batch_duration=args.batch_duration, warmup_steps=15,
-                                      ckpt_every=args.steps, num_workers=1, seed=0),
+                                      ckpt_every=args.steps, num_workers=1, seed=args.seed),
             monitor=dataclasses.replace(base.monitor, every=0),
         )  # fmt: skip
         last = find_latest(run / "checkpoints")
@@ -157,7 +164,7 @@ def main() -> None:
         f"- Load average at the end: {load_average()}",
         f"- Pretraining: `tiny` (data2vec-tiny without teacher), {args.steps} steps x "
         f"{args.batch_duration:g} s of audio from {args.pool}; target = the pseudo-label "
-        "(L1) + log-mel + MFCC reconstruction (MSE), masked frames; seed 0",
+        f"(L1) + log-mel + MFCC reconstruction (MSE), masked frames; seed {args.seed}",
         f"- Probes: linear, learnable layer weights, {args.probe_epochs} epochs, seed 0 "
         "(synth-phoneme: frame-level phonemes of the 20-min synthetic corpus, unseen voices)",
         "- Utility: `speechssl select` on the task's own cuts and label (phonemes: phone "
@@ -187,7 +194,7 @@ def main() -> None:
             lines.append(f"| {task} | {mode} | {rho:+.2f} | {p:.3f} | {holds} |")
     png = plot(utility, scores, args.out.with_suffix(".png"))
     lines += ["", f"![scatter]({png.name})", ""]
-    (work / "evidence.json").write_text(json.dumps(
+    (work / f"evidence{suffix}.json").write_text(json.dumps(
         {"scores": scores, "utility": {f"{t}|{m}": v for (t, m), v in utility.items()},
          "rho": {f"{t}|{m}": v for (t, m), v in table.items()}}, indent=1))  # fmt: skip
     write_result(args.out, lines)
