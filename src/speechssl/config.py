@@ -129,10 +129,10 @@ def resolve_config(name_or_path: str | Path) -> Path:
     raise UserError(f"config file not found: {path} (shipped configs: {names})")
 
 
-def from_dict(cls: type[T], values: dict[str, Any], where: str = "", base: Any = None) -> T:
+def from_dict(cls: type[T], values: dict[str, Any], where: str = "", defaults: Any = None) -> T:
     """Build dataclass ``cls`` from a (nested) mapping, checking names and types.
 
-    Fields not in ``values`` keep their defaults: those of ``base`` when given (a nested
+    Fields not in ``values`` keep their defaults: those of ``defaults`` when given (a nested
     section starts from the instance its parent's default makes, so a parent can ship other
     defaults than the section's class), else the class's.
     """
@@ -148,14 +148,14 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "", base: Any =
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         name = where + f.name
-        default = getattr(base, f.name) if base is not None else _field_default(f)
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if f.name in values:
             raw = values[f.name]
             if dataclasses.is_dataclass(typ):
                 if not isinstance(raw, dict):
                     raise UserError(f"option {name} must be a mapping")
                 nested = default if dataclasses.is_dataclass(default) else None
-                kwargs[f.name] = from_dict(typ, raw, where=name + ".", base=nested)
+                kwargs[f.name] = from_dict(typ, raw, where=name + ".", defaults=nested)
             else:
                 kwargs[f.name] = _coerce(raw, typ, name)
         elif default is not _MISSING:
