@@ -185,18 +185,13 @@ def _stages(n: int, k: int, n_iter: int, coarse_to_fine: bool) -> list[tuple[int
 
 
 def fit_kmeans(
-    features: np.ndarray,
-    k: int,
-    seed: int = 0,
-    n_iter: int = 50,
-    init_sample: int | None = None,
-    max_frames: int | None = None,
-    local_trials: int | None = 1,
+    features: np.ndarray, k: int, seed: int = 0, max_frames: int | None = None, **fit_options
 ) -> tuple[np.ndarray, float]:
-    """:func:`fit_centroids` (same arguments), plus the inertia: the sum of squared distances
-    of the fitted frames to their nearest centroid. Returns (centroids, inertia)."""
+    """:func:`fit_centroids` (``fit_options``: ``n_iter``, ``init_sample``, ``local_trials``,
+    ``coarse_to_fine``), plus the inertia: the sum of squared distances of the fitted frames to
+    their nearest centroid. Returns (centroids, inertia)."""
     x = subsample_frames(_as_features(features), max_frames, seed)
-    centroids = fit_centroids(x, k, seed, n_iter, init_sample, None, local_trials)
+    centroids = fit_centroids(x, k, seed, **fit_options)
     _, dist = assign(x, centroids)
     inertia = float(dist.astype(np.float64).sum())
     log.info("k-means k=%d on %d x %d frames: inertia %.6g", k, len(x), x.shape[1], inertia)
