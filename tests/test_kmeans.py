@@ -318,10 +318,10 @@ def test_greedy_seeding_lowers_the_initial_inertia():
 def test_seeding_from_the_gram_matrix_equals_seeding_from_the_rows(monkeypatch):
     from speechssl.kmeans import fit
 
-    # 200 rows <= 2 k trials = 2 * 25 * (2 + ln 25): the Gram path
     x = np.random.default_rng(2).normal(size=(200, 12)).astype(np.float32)
+    monkeypatch.setattr(fit, "_use_gram", lambda *a: True)
     via_gram = fit.kmeans_pp_init(x, 25, 3, init_sample=200, local_trials=None)
-    monkeypatch.setattr(fit, "GRAM_MAX_ROWS", 0)
+    monkeypatch.setattr(fit, "_use_gram", lambda *a: False)
     via_rows = fit.kmeans_pp_init(x, 25, 3, init_sample=200, local_trials=None)
     np.testing.assert_array_equal(via_gram, via_rows)
 

@@ -46,7 +46,8 @@ class IndicatorConfig:
             when the k-means sample has under 10 frames per cluster).
         kmeans_frames: seeded subsample of frames the k-means is fitted on (float32 in
             memory: 200k x 768-d is 614 MB; with the seeding's Gram matrix and the coarse
-            stages' copies the process peaked at 1.3 GB on one hour of a 768-d layer, k = 1024).
+            stages' copies the process peaked at 1.3 GB on one hour of a 768-d layer, k = 1024:
+            benchmarks/results/indicator-parts.md).
             The default takes all of one hour at 50 frames/s: fitted on a subsample alone, the
             centroids end ~1% worse on the other frames.
         kmeans_iter: Lloyd iterations (faiss), coarse to fine: the first half on a quarter

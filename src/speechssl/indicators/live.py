@@ -54,8 +54,10 @@ class LiveIndicators:
 
     @classmethod
     def from_section(cls, section: MonitorSection, cuts: Sequence[Cut]) -> LiveIndicators:
-        # the pool is decoded at every call: hold its audio in memory (10 min of 16 kHz WAV is
-        # ~19 MB) rather than reading and decoding the files again (~3x slower, measured)
+        # the pool is read at every call: hold its audio in memory (10 min of 16 kHz WAV is
+        # ~19 MB), so a slow or network file system is read once; from the page cache it is
+        # no faster (benchmarks/results/indicator-parts.md), and files changed mid-run do not
+        # change the pool
         pool = [c.move_to_memory(audio_format="wav") for c in select_pool(
             cuts, section.minutes / 60.0, section.seed)]  # fmt: skip
         icfg = IndicatorConfig(indicators=list(section.indicators), k=section.k, seed=section.seed)

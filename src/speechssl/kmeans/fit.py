@@ -23,6 +23,7 @@ log = logging.getLogger("speechssl")
 
 ASSIGN_CHUNK = 1 << 16
 GRAM_MAX_ROWS = 12_288  # k-means++ on up to this many rows uses a Gram matrix (<= 600 MB)
+ROWS_CACHED_BYTES = 16 << 20  # seeding rows up to this size are read fast enough per centre
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:
@@ -71,13 +72,7 @@ def kmeans_pp_init(
     n = len(x)
     if n < k:
         raise UserError(f"cannot seed {k} clusters from {n} frames")
-    # Each centre needs the candidates' distances to every sampled row: one pass over the
-    # rows per centre (k * trials * n * D flops, memory-bound once the rows outgrow the cache),
-    # or one Gram matrix up front (n^2 * D flops, compute-bound, n^2 floats) read a row per
-    # candidate. The Gram pays off when n is at most ~2 k * trials (k = 1024 on 10k x 768:
-    # 1.9 s vs 6.3 s; k = 128 on 10k rows: 1.0 s vs 0.3 s, measured on one core).
-    use_gram = n <= min(GRAM_MAX_ROWS, 2 * k * trials)
-    gram = x @ x.T if use_gram else None
+    gram = x @ x.T if _use_gram(n, x.shape[1], k, trials) else None
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
 
     def sq_dist(rows: np.ndarray) -> np.ndarray:  # [len(rows), n]
@@ -100,6 +95,19 @@ def kmeans_pp_init(
         centres[j] = x[picks[best]]
         np.minimum(closest, d[best], out=closest)
     return centres
+
+
+def _use_gram(n: int, dim: int, k: int, trials: int) -> bool:
+    """Whether k-means++ reads distances from an ``n x n`` Gram matrix.
+
+    Each centre needs its candidates' distances to every sampled row: one pass over the rows
+    per centre (k * trials * n * D flops, memory-bound once the rows outgrow the CPU caches),
+    or one Gram matrix up front (n^2 * D flops, compute-bound, n^2 floats) read a row per
+    candidate. The Gram pays off when n is at most ~2 k * trials and the rows are too big to
+    stay cached (benchmarks/results/indicator-parts.md: 10k x 768 rows, k = 1024: 1.7 s vs
+    4.4 s; at 256-d the pass is as fast).
+    """
+    return n <= min(GRAM_MAX_ROWS, 2 * k * trials) and n * dim * 4 > ROWS_CACHED_BYTES
 
 
 def assign(features: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
