@@ -248,3 +248,9 @@ def test_nan_rows_are_a_user_error(names):
 def test_unknown_indicator_is_a_user_error():
     with pytest.raises(UserError, match="unknown indicator"):
         layer_indicators(np.ones((4, 2)), np.array([0, 4]), IndicatorConfig(["rankme", "lidar"]))
+
+
+def test_bad_settings_name_the_setting_and_its_minimum():
+    x = np.ones((20, 4), np.float16)
+    with pytest.raises(UserError, match=r"^invalid indicator settings: k = 0 \(at least 2\)$"):
+        layer_indicators(x, np.array([0, 20]), IndicatorConfig(k=0))

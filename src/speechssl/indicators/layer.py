@@ -87,16 +87,11 @@ def _check(frames: np.ndarray, offsets: np.ndarray, cfg: IndicatorConfig) -> lis
             f"offsets (from {off[0]} to {off[-1]}) do not cut the {shape[0]} frame rows; "
             "frames and offsets must come from the same feature cache"
         )
-    checks = {
-        "k": cfg.k >= 2,
-        "kmeans_frames": cfg.kmeans_frames >= 2,
-        "kmeans_iter": cfg.kmeans_iter >= 0,
-        "silhouette_frames": cfg.silhouette_frames >= 2,
-        "chunk": cfg.chunk >= 1,
-    }
-    bad = [k for k, ok in checks.items() if not ok]
+    minimum = {"k": 2, "kmeans_frames": 2, "kmeans_iter": 0, "silhouette_frames": 2, "chunk": 1}
+    bad = [f"{name} = {getattr(cfg, name)} (at least {low})"
+           for name, low in minimum.items() if getattr(cfg, name) < low]  # fmt: skip
     if bad:
-        raise UserError(f"invalid indicator settings: {', '.join(bad)} ({cfg})")
+        raise UserError(f"invalid indicator settings: {', '.join(bad)}")
     return list(dict.fromkeys(cfg.indicators))
 
 
