@@ -9,7 +9,7 @@ folder and read through their CutSet manifests (cached in memory after the first
 Timed, on one thread:
 
 * each step alone with probability 1 (the cost when it happens);
-* the DINO paper's setting (noise p 0.7 of coloured/babble/folder, reverb p 0.45);
+* the DINO paper's setting (noise p 0.7 of coloured/babble/recorded, reverb p 0.45);
 * everything on (paper setting + speed p 0.5 + gain p 0.5, recorded RIRs);
 
 and the paper setting through a ``DataLoader`` with 2 workers (one thread each): the
@@ -127,22 +127,22 @@ def main() -> None:
     waves = [w for w in (load_cut(c) for c in cuts) if len(w) >= CROP]
     with tempfile.TemporaryDirectory() as tmp:
         noise, rirs = fake_folders(Path(tmp))
-        paper = dict(noise_folder=noise)
+        paper = dict(noise_manifest=noise)
         settings = {
             "speed alone (0.9 / 1.1)": dict(OFF, speed_prob=1.0, speeds=(0.9, 1.1)),
             "reverb alone, synthetic RIR (RT60 0.2-1.0 s)": dict(OFF, reverb_prob=1.0),
-            "reverb alone, recorded RIRs (folder)": dict(OFF, reverb_prob=1.0, rir_folder=rirs),
+            "reverb alone, recorded RIRs (manifest)": dict(OFF, reverb_prob=1.0, rir_manifest=rirs),
             "coloured noise alone": dict(OFF, noise_prob=1.0, noise_kinds=["coloured"]),
             "babble alone (3-7 utterances read from disk)": dict(
                 OFF, noise_prob=1.0, noise_kinds=["babble"]
             ),
-            "folder noise alone (cached)": dict(
-                OFF, noise_prob=1.0, noise_kinds=["folder"], noise_folder=noise
+            "recorded noise alone (cached)": dict(
+                OFF, noise_prob=1.0, noise_kinds=["recorded"], noise_manifest=noise
             ),
             "gain alone": dict(OFF, gain_prob=1.0),
             "paper setting (noise 0.7, reverb 0.45)": paper,
             "everything (paper + speed 0.5 + gain 0.5, recorded RIRs)": dict(
-                paper, speed_prob=0.5, gain_prob=0.5, rir_folder=rirs
+                paper, speed_prob=0.5, gain_prob=0.5, rir_manifest=rirs
             ),
             "nothing (crop only)": dict(OFF),
         }

@@ -18,9 +18,11 @@ import torch
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 
 from speechssl.evaluation.features import extract_features
+from speechssl.evaluation.probe_task import run_probe_on
+from speechssl.evaluation.probes import ProbeTraining
 from speechssl.evaluation.tasks import build_task
 from speechssl.models.upstream import FbankUpstream, MfccUpstream
-from speechssl.recipes.probe import ProbeConfig, default_cache_dir, run_probe_on
+from speechssl.runs import probe_cache_dir
 
 TASKS = (
     "fsdd-digit",
@@ -48,7 +50,7 @@ def main() -> None:
     ap.add_argument("--upstreams", default="fbank,mfcc,tiny")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    ap.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    ap.add_argument("--cache-dir", type=Path, default=probe_cache_dir())
     ap.add_argument("--classifier", default="linear", choices=("linear", "mlp"))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
@@ -69,14 +71,13 @@ def main() -> None:
             feats = extract_features(
                 factory, task.all_cuts(), args.cache_dir / "features", uid, progress=False
             )
-            cfg = ProbeConfig(
-                upstream=up,
-                out=Path("unused"),
+            r = run_probe_on(
+                task,
+                feats,
                 classifier=args.classifier,
-                epochs=args.epochs,
                 seeds=[0, 1, 2],
+                training=ProbeTraining(epochs=args.epochs),
             )
-            r = run_probe_on(task, feats, cfg)
             sizes = "/".join(str(v) for v in r["split_sizes"].values())
             if r["kind"] == "verification":
                 m = r["metrics"]

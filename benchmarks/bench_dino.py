@@ -29,8 +29,9 @@ from speechssl.data.manifest import load_cuts, save_cuts
 from speechssl.evaluation.tasks import build_task, preset_cuts
 from speechssl.evaluation.verification import embed_cuts, score_speakers
 from speechssl.models.registry import build_model, load_upstream, save_upstream
-from speechssl.recipes.dino import DinoConfig, SupervisedConfig, run_dino, run_supervised
+from speechssl.recipes.dino import DinoConfig, run_dino
 from speechssl.recipes.finetune import FinetuneConfig, run_finetune
+from speechssl.recipes.supervised import SupervisedConfig, run_supervised
 from speechssl.training import read_metrics
 from speechssl.training.checkpoint import find_latest
 

@@ -21,13 +21,10 @@ import torch
 from common import RESULTS, header, load_average, write_result
 
 from speechssl.indicators import IndicatorConfig
+from speechssl.indicators.correlation import best_per_measure
 from speechssl.recipes.assess import AssessConfig, run_assess
-from speechssl.recipes.correlate import (
-    CorrelateConfig,
-    best_per_measure,
-    result_cells,
-    run_correlate,
-)
+from speechssl.recipes.correlate import CorrelateConfig, run_correlate
+from speechssl.report.correlation import bootstrap_sentence, result_cells
 
 TASKS = ("fsdd-digit", "ravdess-speaker", "ravdess-emotion")
 
@@ -80,6 +77,7 @@ def main() -> None:
         f"- Assess time: {assess_s / 60:.1f} min in all, {per_ckpt:.0f} s per checkpoint "
         "(extraction + every indicator of every layer)",
         "- Probe scores: from bench_mt4ssl.py (linear probe on learnable layer weights, seed 0).",
+        f"- Intervals: {bootstrap_sentence(corr)}",
         "- Pretraining loss: mean of the logged loss over the 50 steps up to the checkpoint. "
         "The three configurations optimise different losses (CE, MSE, their sum), so the "
         "loss is not comparable across them: its pooled coefficient is the baseline the paper "

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from speechssl.indicators import IndicatorConfig, layer_indicators
 
-MEASURES = ("inertia", "davies_bouldin", "calinski_harabasz", "silhouette")
+MEASURES = ("inertia_per_frame", "davies_bouldin", "calinski_harabasz", "silhouette")
 
 
 def main() -> None:

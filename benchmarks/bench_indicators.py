@@ -24,8 +24,8 @@ the frames (RankMe, numerical rank), of the centred frames (effective rank, alph
 of the utterance means (RankMe-t).
 
 Values are compared two ways: ours vs the reference pipeline (cluster measures then depend on
-two different k-means solutions; inertia is the k-means objective per frame, negative =
-ours lower), and ours vs scikit-learn given *our* labels (and our silhouette sample), which
+two different k-means solutions; inertia_per_frame is the k-means objective per frame,
+negative = ours lower), and ours vs scikit-learn given *our* labels (and our silhouette sample), which
 isolates the metric code from the clustering.
 
     python benchmarks/bench_indicators.py                       # 12 layers x 180k frames
@@ -109,7 +109,7 @@ def reference_clusters(x: np.ndarray, k: int, n_init: int, seed: int) -> tuple[d
     t0 = time.perf_counter()
     km = MiniBatchKMeans(n_clusters=k, n_init=n_init, random_state=seed, **FAIRSEQ).fit(x)
     labels = km.labels_
-    v["inertia"] = float(km.inertia_) / len(x)
+    v["inertia_per_frame"] = float(km.inertia_) / len(x)
     t["kmeans"] = time.perf_counter() - t0
     v["_kmeans_steps"] = float(km.n_steps_)
     t0 = time.perf_counter()
@@ -303,7 +303,7 @@ def report(args, rows, times, spread) -> list[str]:
         else:
             same = (
                 "n/a: k-means objective"
-                if name == "inertia"
+                if name == "inertia_per_frame"
                 else f"{100 * max(abs(rel(r[1][name], r[3][name])) for r in rows):.2g}%"
             )
             to, tr = ours_clu, ref_clu
@@ -318,29 +318,26 @@ def report(args, rows, times, spread) -> list[str]:
             "",
             "Yardstick: the reference against itself, MiniBatchKMeans random_state 0 vs 1 "
             "(layer 0): "
-            + ", ".join(
-                f"{name} {100 * rel(b[name], a[name]):+.2f}%"
-                for name in ("inertia", "davies_bouldin", "calinski_harabasz", "silhouette")
-            )
+            + ", ".join(f"{name} {100 * rel(b[name], a[name]):+.2f}%" for name in CLUSTER_NAMES)
             + ".",
         ]
     lines += [
         "",
         "## Per layer",
         "",
-        "inertia: mean squared distance per frame (ours: to our centroids; reference: to "
+        "inertia_per_frame: mean squared distance per frame (ours: to our centroids; reference: to "
         "MiniBatchKMeans' centres), signed difference (negative = ours lower). Silhouette "
         "interval: ours, 95% bootstrap over the 10k-frame sample; 'ours on ref. sample': "
         "our labels on the frames the reference's silhouette_score drew.",
         "",
-        "| layer | inertia diff | DB ours / ref / same labels | CH ours / ref / same labels | "
+        "| layer | inertia/frame diff | DB ours / ref / same labels | CH ours / ref / same labels | "
         "silhouette ours [95%] / ref / same sample | silhouette ours on ref. sample | RankMe | "
         "RankMe-t | eff. rank | num. rank | alpha |",
         "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for layer, o, f, s in rows:
         lines.append(
-            f"| {layer} | {100 * rel(o['inertia'], f['inertia']):+.2f}% | "
+            f"| {layer} | {100 * rel(o['inertia_per_frame'], f['inertia_per_frame']):+.2f}% | "
             f"{o['davies_bouldin']:.4f} / {f['davies_bouldin']:.4f} / {s['davies_bouldin']:.4f} | "
             f"{o['calinski_harabasz']:.2f} / {f['calinski_harabasz']:.2f} / "
             f"{s['calinski_harabasz']:.2f} | {o['silhouette']:.4f} [{o['silhouette_lo']:.4f}, "

@@ -17,7 +17,6 @@ is the paper's claim. Every stage is resumable.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -73,6 +72,42 @@ def phone_segments(cuts_path: Path, out: Path, per_cut: int = 12) -> Path:
     return out
 
 
+def pretext_runs(worst: list[str], speaker_selection: Path) -> dict[str, dict]:
+    """Each run's ``targets.*`` options, as a user would pass them to ``speechssl pretrain``.
+
+    The best-3 group is ``--targets.pretext-from`` the speaker selection (no group fitted, so
+    its 3 lowest utilities at weight 1), whose defaults add log-mel and MFCC. The other runs
+    name their pseudo-labels and ask for the same baselines with ``--targets.baselines``.
+    """
+    named = {n: [n] for n in CANDIDATES} | {"worst-3": worst, "mel+mfcc only": []}
+    runs = {n: {"targets.pretext": p, "targets.baselines": True} for n, p in named.items()}
+    runs["best-3"] = {"targets.pretext_from": str(speaker_selection)}
+    order = [*CANDIDATES, "best-3", "worst-3", "mel+mfcc only"]
+    return {n: runs[n] for n in order}
+
+
+def pretrain_config(run: Path, targets: dict, args: argparse.Namespace) -> PretrainConfig:
+    """``speechssl pretrain --config data2vec-tiny`` without the teacher, through the same
+    :func:`speechssl.config.build` the CLI calls; ``targets`` holds the run's own options."""
+    cli = {
+        "targets.teacher_weight": 0.0,
+        **targets,
+        "data.train": [str(args.pool)],
+        "data.seed": args.seed,
+        "train.max_steps": args.steps,
+        "train.ema_start": None,
+        "train.batch_duration": args.batch_duration,
+        "train.warmup_steps": min(15, args.steps),
+        "train.ckpt_every": args.steps,
+        "train.num_workers": 1,
+        "train.seed": args.seed,
+        "monitor.every": 0,
+        "out": str(run),
+        "resume": find_latest(run / "checkpoints") is not None,
+    }
+    return build(PretrainConfig, cli, "data2vec-tiny")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/evidence-pseudo"))
@@ -124,24 +159,15 @@ def main() -> None:
     groups = {"best-3": [n for n, _ in spk[:3]], "worst-3": [n for n, _ in spk[-3:]]}
 
     # -- pretraining: one run per pretext (+ log-mel and MFCC), same steps and audio ---------
-    runs = {n: [n] for n in CANDIDATES} | groups | {"mel+mfcc only": []}
+    speaker_selection = work / "select" / "ravdess-speaker-standard" / "selection.json"
+    runs = pretext_runs(groups["worst-3"], speaker_selection)
     scores: dict[str, dict[str, float]] = {}
     synth_cuts = synth_folder / "cuts.jsonl.gz"
     suffix = f"-seed{args.seed}" if args.seed else ""
-    for name, pretext in runs.items():
+    for name, targets in runs.items():
         slug = name.replace(" ", "-").replace("+", "") + suffix
         run = work / "pretrain" / slug
-        base = build(PretrainConfig, yaml_file="data2vec-tiny")
-        cfg = dataclasses.replace(
-            base, out=run, resume=find_latest(run / "checkpoints") is not None,
-            targets=dataclasses.replace(base.targets, teacher_weight=0.0,
-                                        pretext=[*pretext, "logmel", "mfcc"]),
-            data=dataclasses.replace(base.data, train=[args.pool], seed=args.seed),
-            train=dataclasses.replace(base.train, max_steps=args.steps, ema_start=None,
-                                      batch_duration=args.batch_duration, warmup_steps=15,
-                                      ckpt_every=args.steps, num_workers=1, seed=args.seed),
-            monitor=dataclasses.replace(base.monitor, every=0),
-        )  # fmt: skip
+        cfg = pretrain_config(run, targets, args)
         last = find_latest(run / "checkpoints")
         if last is None or int(last.name.split("-")[1]) < args.steps:
             run_pretrain(cfg)
@@ -164,7 +190,10 @@ def main() -> None:
         f"- Load average at the end: {load_average()}",
         f"- Pretraining: `tiny` (data2vec-tiny without teacher), {args.steps} steps x "
         f"{args.batch_duration:g} s of audio from {args.pool}; target = the pseudo-label "
-        f"(L1) + log-mel + MFCC reconstruction (MSE), masked frames; seed {args.seed}",
+        f"(L1) + log-mel + MFCC reconstruction (MSE), masked frames; seed {args.seed}. "
+        "Configs are built as `speechssl pretrain` builds them: best-3 is "
+        "`--targets.pretext-from` the ravdess-speaker selection (log-mel and MFCC by default), "
+        "the others `--targets.pretext NAME --targets.baselines`",
         f"- Probes: linear, learnable layer weights, {args.probe_epochs} epochs, seed 0 "
         "(synth-phoneme: frame-level phonemes of the 20-min synthetic corpus, unseen voices)",
         "- Utility: `speechssl select` on the task's own cuts and label (phonemes: phone "

@@ -34,12 +34,8 @@ from common import DATA_ROOT, RESULTS, header, load_average, timed, write_result
 
 from speechssl.data.corpora import folder_rows
 from speechssl.data.manifest import build_cutset
-from speechssl.recipes.select import (
-    extract_items,
-    pseudolabel_backend,
-    resolve_candidates,
-)
 from speechssl.selection import conditional_hsic, fit_group
+from speechssl.selection.items import extract_items, pseudolabel_backend, resolve_candidates
 
 
 def pick_rows(root: Path, seconds: float, seed: int):

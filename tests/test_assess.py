@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import combinations
+from itertools import combinations, product
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +14,10 @@ from lhotse import CutSet
 
 from speechssl.audio.io import recording
 from speechssl.errors import UserError
-from speechssl.indicators.assess import expand_upstreams, select_pool
+from speechssl.indicators.assess import expand_upstreams, run_of, select_pool
 from speechssl.indicators.correlation import rank_correlation
-from speechssl.recipes.assess import AssessConfig, read_rows, run_assess
+from speechssl.indicators.rows import read_indicator_rows
+from speechssl.recipes.assess import AssessConfig, run_assess
 from speechssl.recipes.correlate import CorrelateConfig, run_correlate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,6 +75,63 @@ def test_rank_correlation_drops_non_finite_pairs_and_needs_three():
     assert perfect.spearman == pytest.approx(1.0) and perfect.kendall == pytest.approx(1.0)
 
 
+def _clustered(n_runs: int, per_run: int, seed: int):
+    """Runs whose checkpoints are near copies of each other: n_runs points of information."""
+    rng = np.random.default_rng(seed)
+    xr, noise = rng.normal(size=n_runs), rng.normal(size=n_runs)
+    x = np.repeat(xr, per_run) + 0.01 * rng.normal(size=n_runs * per_run)
+    y = np.repeat(xr + noise, per_run) + 0.01 * rng.normal(size=n_runs * per_run)
+    return x, y, [f"run{i}" for i in range(n_runs) for _ in range(per_run)]
+
+
+def _every_cluster_resample(x, y, groups) -> np.ndarray:
+    """Spearman's rho of every one of the G^G equally likely draws of G runs (brute force)."""
+    runs = sorted(set(groups))
+    members = {r: [i for i, g in enumerate(groups) if g == r] for r in runs}
+    rhos = []
+    for draw in product(runs, repeat=len(runs)):
+        i = [m for r in draw for m in members[r]]
+        rhos.append(np.corrcoef(_ranks(x[i]), _ranks(y[i]))[0, 1])
+    return np.array(rhos)
+
+
+def test_interval_resamples_whole_runs_like_a_brute_force_cluster_bootstrap():
+    x, y, groups = _clustered(n_runs=5, per_run=3, seed=0)
+    exact = _every_cluster_resample(x, y, groups)
+    c = rank_correlation(x, y, n_boot=1000, seed=0, groups=groups)
+    assert c.bootstrap == "runs" and c.runs == 5 and c.n == 15
+    # 1000 draws put the 2.5% / 97.5% quantiles within the exact 1-5% / 95-99% quantiles
+    assert np.percentile(exact, 1) <= c.spearman_lo <= np.percentile(exact, 5)
+    assert np.percentile(exact, 95) <= c.spearman_hi <= np.percentile(exact, 99)
+    naive = rank_correlation(x, y, n_boot=1000, seed=0)  # 15 "independent" points
+    assert naive.bootstrap == "checkpoints"
+    assert c.spearman_hi - c.spearman_lo > 1.5 * (naive.spearman_hi - naive.spearman_lo)
+    assert c.spearman == naive.spearman and c.kendall == naive.kendall  # only intervals change
+
+
+def test_one_checkpoint_per_run_resamples_checkpoints_and_few_runs_give_no_interval():
+    x, y, _ = _clustered(n_runs=8, per_run=1, seed=1)
+    own = rank_correlation(x, y, n_boot=200, seed=3, groups=[f"r{i}" for i in range(8)])
+    assert own == rank_correlation(x, y, n_boot=200, seed=3)
+    assert own.bootstrap == "checkpoints" and own.runs == 8
+    x, y, groups = _clustered(n_runs=2, per_run=4, seed=1)
+    few = rank_correlation(x, y, n_boot=200, groups=groups)
+    assert few.bootstrap == "runs" and few.runs == 2 and math.isfinite(few.spearman)
+    assert math.isnan(few.spearman_lo) and math.isnan(few.kendall_hi)
+
+
+def test_old_rows_are_read_under_the_current_names(tmp_path):
+    row = {"upstream": "fbank", "run": "fbank", "step": None, "layer": 0, "inertia": 2.5}
+    (tmp_path / "indicators.jsonl").write_text(json.dumps(row) + "\n")
+    (got,) = read_indicator_rows(tmp_path)
+    assert got["inertia_per_frame"] == 2.5 and "inertia" not in got
+
+
+def test_run_of_a_checkpoint_is_its_run_folder():
+    assert run_of("/x/r1/checkpoints/step-000300") == "/x/r1"
+    assert run_of("fbank") == "fbank" and run_of("/x/hf-model") == "/x/hf-model"
+
+
 class _FakeCut:
     def __init__(self, id: str, duration: float):
         self.id, self.duration = id, duration
@@ -127,7 +185,7 @@ def test_assess_writes_rows_for_each_layer_and_a_report(manifest, tmp_path):
     rows = run_assess(cfg)
     assert {(r["upstream"], r["layer"]) for r in rows} == {("fbank", 0), ("mfcc", 0)}
     assert all(math.isfinite(r["rankme"]) and r["rankme"] > 1 for r in rows)
-    assert read_rows(tmp_path / "assess") == json.loads(json.dumps(rows))
+    assert read_indicator_rows(tmp_path / "assess") == json.loads(json.dumps(rows))
     report = (tmp_path / "assess" / "report.md").read_text()
     assert "rankme" in report and (tmp_path / "assess" / "rankme.png").is_file()
 
@@ -146,18 +204,17 @@ def _fake_run(root: Path, name: str, steps: list[int], losses: list[float]) -> l
     return ckpts
 
 
-def test_correlate_joins_indicators_probes_and_loss(tmp_path):
-    ckpts = _fake_run(tmp_path, "r1", [10, 20, 30, 40, 50, 60], [5, 4, 4.5, 3, 2, 2.5])
-    acc = [0.50, 0.60, 0.55, 0.70, 0.80, 0.75]  # follows -loss exactly in rank
-    rankme = [3.0, 1.0, 6.0, 2.0, 5.0, 4.0]  # unrelated
-    assess = tmp_path / "assess"
+def _assessed_and_probed(root: Path, ckpts: list[Path], rankme: list[float], acc: list[float]):
+    """An assess folder with one rankme row per checkpoint and a digit probe result for each."""
+    assess = root / "assess"
     assess.mkdir()
     with (assess / "indicators.jsonl").open("w") as f:
         for c, r in zip(ckpts, rankme, strict=True):
             step = int(c.name.split("-")[1])
-            row = {"upstream": str(c), "run": "r1", "step": step, "layer": 0, "rankme": r}
+            row = {"upstream": str(c), "run": c.parent.parent.name, "step": step, "layer": 0,
+                   "rankme": r}  # fmt: skip
             f.write(json.dumps(row) + "\n")
-    probes = tmp_path / "probes"
+    probes = root / "probes"
     for i, (c, a) in enumerate(zip(ckpts, acc, strict=True)):
         d = probes / f"p{i}"
         d.mkdir(parents=True)
@@ -168,6 +225,14 @@ def test_correlate_joins_indicators_probes_and_loss(tmp_path):
             "summary": {"accuracy": {"mean": a, "std": None}},
         }
         (d / "results.json").write_text(json.dumps(result))
+    return assess, probes
+
+
+def test_correlate_joins_indicators_probes_and_loss(tmp_path):
+    ckpts = _fake_run(tmp_path, "r1", [10, 20, 30, 40, 50, 60], [5, 4, 4.5, 3, 2, 2.5])
+    acc = [0.50, 0.60, 0.55, 0.70, 0.80, 0.75]  # follows -loss exactly in rank
+    rankme = [3.0, 1.0, 6.0, 2.0, 5.0, 4.0]  # unrelated
+    assess, probes = _assessed_and_probed(tmp_path, ckpts, rankme, acc)
     out = run_correlate(
         CorrelateConfig(
             assess=[assess], probes=[probes], out=tmp_path / "corr", bootstrap=100, loss_window=5
@@ -178,6 +243,30 @@ def test_correlate_joins_indicators_probes_and_loss(tmp_path):
     expected = np.corrcoef(_ranks(np.array(rankme)), _ranks(np.array(acc)))[0, 1]
     assert by["rankme"]["spearman"] == pytest.approx(expected)
     assert (tmp_path / "corr" / "scatter-digit.png").is_file()
+    # six checkpoints of one run are one run's worth of evidence: no interval
+    assert out["bootstrap"] == {"unit": "runs", "runs": 1, "resamples": 100}
+    assert math.isnan(by["rankme"]["spearman_lo"])
+    assert "needs 3+ runs (here 1)" in (tmp_path / "corr" / "report.md").read_text()
+
+
+def test_correlate_resamples_runs_and_says_so(tmp_path):
+    x, y, _ = _clustered(n_runs=4, per_run=2, seed=2)
+    ckpts = [c for i in range(4) for c in _fake_run(tmp_path, f"r{i}", [10, 20], [1.0, 0.5])]
+    assess, probes = _assessed_and_probed(tmp_path, ckpts, list(x), list(y / 10 + 0.5))
+    out = run_correlate(
+        CorrelateConfig(assess=[assess], probes=[probes], out=tmp_path / "corr", bootstrap=200)
+    )
+    groups = [run_of(str(c)) for c in ckpts]
+    assert [out["points"][str(c)]["run"] for c in ckpts] == groups
+    assert out["bootstrap"] == {"unit": "runs", "runs": 4, "resamples": 200}
+    (row,) = [r for r in out["results"] if r["measure"] == "rankme"]
+    ref = rank_correlation(x, y, 200, 0, groups)
+    assert (row["bootstrap"], row["spearman_lo"], row["spearman_hi"]) == (
+        "runs", ref.spearman_lo, ref.spearman_hi)  # fmt: skip
+    saved = json.loads((tmp_path / "corr" / "correlations.json").read_text())
+    assert saved["bootstrap"]["unit"] == "runs"
+    report = (tmp_path / "corr" / "report.md").read_text()
+    assert "200 resamples of the 4 runs, each with all its checkpoints" in report
 
 
 def test_correlate_refuses_when_nothing_joins(tmp_path):
@@ -206,7 +295,7 @@ def test_assess_resumes_and_only_does_new_checkpoints(manifest, tmp_path, monkey
 
     def cfg(upstreams, k=8):
         c = AssessConfig(upstream=upstreams, cuts=[manifest], out=tmp_path / "a", hours=1.0)
-        c.indicators.k, c.indicators.indicators = k, ["rankme", "inertia"]
+        c.indicators.k, c.indicators.indicators = k, ["rankme", "inertia_per_frame"]
         return c
 
     first = run_assess(cfg(["fbank"]))

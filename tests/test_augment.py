@@ -142,7 +142,7 @@ def test_babble_is_other_utterances_at_requested_snr(tmp_path):
     assert "babble of 3 from 4 utterances" in aug.describe()
 
 
-def test_folder_noise_files_are_used_and_resampled(tmp_path):
+def test_recorded_noise_is_used_and_resampled(tmp_path):
     # One short file (looped), one long, one at 22.05 kHz (resampled on load).
     path = manifest(
         tmp_path,
@@ -152,11 +152,11 @@ def test_folder_noise_files_are_used_and_resampled(tmp_path):
     clean = half_silent()
     cfg = AugmentConfig(
         **{**OFF, "noise_prob": 1.0},
-        noise_kinds=["folder", "babble"],
-        noise_folder=path,
+        noise_kinds=["recorded", "babble"],
+        noise_manifest=path,
         noise_snr=(3.0, 3.0),
     )
-    aug = Augmenter(cfg)  # no babble pool: folder is the only kind available
+    aug = Augmenter(cfg)  # no babble pool: recorded is the only kind available
     used = set()
     for seed in range(12):
         mix = aug(clean, gen(seed))
@@ -172,7 +172,7 @@ def test_uncached_noise_reads_the_same_windows(tmp_path):
     # Without a cache a long file is read window by window: the same draws, the same audio.
     # (16 kHz files only: lhotse resamples a window with its own edge effects.)
     path = manifest(tmp_path, "noise", {"a.wav": (1000.0, SR, 0.3), "b.wav": (2500.0, SR, 2.0)})
-    cfg = AugmentConfig(**{**OFF, "noise_prob": 1.0}, noise_kinds=["folder"], noise_folder=path)
+    cfg = AugmentConfig(**{**OFF, "noise_prob": 1.0}, noise_kinds=["recorded"], noise_manifest=path)
     cached, uncached = Augmenter(cfg), Augmenter(AugmentConfig(**{**cfg.__dict__, "cache_mb": 0}))
     clean = half_silent()
     for seed in range(6):
@@ -226,7 +226,7 @@ def test_reverb_keeps_length_and_adds_no_delay():
         assert xcorr_peak_lag(dry.numpy(), wet.numpy()) == 0
 
 
-def test_rir_folder_convolution_matches_numpy(tmp_path):
+def test_recorded_rir_convolution_matches_numpy(tmp_path):
     # A recorded-style RIR: 120 samples of pre-delay, a negative direct path, a decaying tail.
     rng = np.random.default_rng(0)
     tail = rng.standard_normal(1500) * np.exp(-np.arange(1500) / 300) * 0.1
@@ -238,7 +238,7 @@ def test_rir_folder_convolution_matches_numpy(tmp_path):
     path = save_cuts(cuts, tmp_path / "rirs.jsonl.gz")
 
     dry = torch.randn(4000, generator=gen(6)) * 0.1
-    aug = Augmenter(AugmentConfig(**{**OFF, "reverb_prob": 1.0}, rir_folder=path))
+    aug = Augmenter(AugmentConfig(**{**OFF, "reverb_prob": 1.0}, rir_manifest=path))
     wet = aug(dry, gen(0)).numpy()
     h = sf.read(tmp_path / "rirs" / "room.wav", dtype="float32")[0][120:] / -0.5
     ref = np.convolve(dry.numpy().astype(np.float64), h)[: len(dry)]
@@ -322,7 +322,7 @@ def test_short_and_silent_inputs_stay_finite(tmp_path, n):
 def test_pickle_drops_the_cache(tmp_path):
     path = manifest(tmp_path, "noise", {"a.wav": (1000.0, SR, 0.5)})
     aug = Augmenter(
-        AugmentConfig(**{**OFF, "noise_prob": 1.0}, noise_folder=path, noise_kinds=["folder"])
+        AugmentConfig(**{**OFF, "noise_prob": 1.0}, noise_manifest=path, noise_kinds=["recorded"])
     )
     aug(torch.randn(SR), gen())
     assert aug._cache
@@ -342,9 +342,9 @@ def test_pickle_drops_the_cache(tmp_path):
         ({"babble_speakers": (0, 3)}, "at least 1"),
         ({"gain_db": (1.0, 2.0, 3.0)}, "two values"),
         ({"noise_kinds": ["music"]}, "unknown kind"),
-        ({"noise_kinds": ["folder"]}, "none of the noise kinds"),
+        ({"noise_kinds": ["recorded"]}, "none of the noise kinds"),
         ({"speeds": (0.0,)}, "speeds"),
-        ({"noise_folder": Path("/nonexistent/noise.jsonl.gz")}, "not found"),
+        ({"noise_manifest": Path("/nonexistent/noise.jsonl.gz")}, "noise-manifest: .*not found"),
     ],
 )
 def test_bad_config_is_a_user_error(change, words):
@@ -352,15 +352,19 @@ def test_bad_config_is_a_user_error(change, words):
         Augmenter(AugmentConfig(**change))
 
 
-def test_bad_folders_are_user_errors(tmp_path):
+def test_bad_manifests_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a folder"):
-        Augmenter(AugmentConfig(noise_folder=tmp_path))
+        Augmenter(AugmentConfig(noise_manifest=tmp_path))
     empty = tmp_path / "empty.jsonl.gz"
     from lhotse import CutSet
 
     CutSet.from_cuts([]).to_file(empty)
-    with pytest.raises(UserError, match="rir-folder"):
-        Augmenter(AugmentConfig(rir_folder=empty))
+    with pytest.raises(UserError, match="augmentation rir-manifest: "):
+        Augmenter(AugmentConfig(rir_manifest=empty))
+    garbage = tmp_path / "noise.jsonl"
+    garbage.write_text("not json\n")
+    with pytest.raises(UserError, match="noise-manifest: .* is not a lhotse CutSet manifest"):
+        Augmenter(AugmentConfig(noise_manifest=garbage))
 
 
 def test_nests_into_a_recipe_config():
@@ -378,8 +382,15 @@ def test_nests_into_a_recipe_config():
             "5,10",
             "--augment.speeds",
             "0.95,1.05",
+            "--augment.noise-manifest",
+            "musan.jsonl.gz",
+            "--augment.rir-manifest",
+            "rirs.jsonl.gz",
         ]
     )
     cfg = build(Recipe, vars(args)).augment
     assert cfg.noise_prob == 0.3 and cfg.noise_snr == (5.0, 10.0) and cfg.speeds == (0.95, 1.05)
-    assert cfg.reverb_prob == 0.45 and cfg.noise_kinds == ["coloured", "babble", "folder"]
+    assert cfg.noise_manifest == Path("musan.jsonl.gz") and cfg.rir_manifest == Path(
+        "rirs.jsonl.gz"
+    )
+    assert cfg.reverb_prob == 0.45 and cfg.noise_kinds == ["coloured", "babble", "recorded"]

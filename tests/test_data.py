@@ -282,6 +282,18 @@ def test_info_counts(tmp_path):
     assert "utterances: 12" in text and "label speaker (3 values)" in text
 
 
+def test_info_plot_has_a_panel_per_listed_label(tmp_path):
+    from speechssl.report.cutset_info import plot_info
+
+    audio, labels = good_folder(tmp_path, n_speakers=3, per_speaker=4)
+    cuts, _ = build_cutset(corpora.folder_rows(audio, labels), progress=False)
+    info = describe(cuts)
+    png = plot_info(info, tmp_path / "plots" / "info.png", title="t").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(png[16:20], "big")  # IHDR: 4.5 in x 110 dpi per panel
+    assert width == round(4.5 * (1 + len(info.labels)) * 110)
+
+
 def test_shared_ravdess_folder_gives_1200_labelled_cuts(shared_data):
     root = shared_data / "ravdess"
     cuts, report = build_cutset(corpora.folder_rows(root, root / "labels.csv"), progress=False)

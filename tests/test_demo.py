@@ -1,47 +1,85 @@
-"""The demo end to end on a tiny corpus: the report exists and links plots that exist."""
+"""The demo end to end on a tiny corpus: every stage is reported, and the numbers in the report
+are the ones its stages wrote (probe results, metrics, selection)."""
 
 import json
 import re
 
 from speechssl.cli import main
+from speechssl.data.manifest import load_cuts
+from speechssl.training import read_metrics
+
+STAGES = [
+    "## 1. Corpus",
+    "## 1b. Choosing pseudo-labels without training",
+    "## 2. MT4SSL pretraining",
+    "## 3. Probes",
+    "## 4. DINO and speaker verification on held-out voices",
+]
 
 
-def test_demo_writes_a_report_with_its_plots(tmp_path, capsys):
+def _table_rows(report: str, first_cell: str) -> list[str]:
+    """The cells after the first of the Markdown row starting with ``first_cell``."""
+    row = re.search(rf"^\| {re.escape(first_cell)} \|(.*)\|$", report, re.M)
+    assert row, first_cell
+    return [v.strip() for v in row.group(1).split("|")]
+
+
+def test_demo_reports_every_stage_with_the_numbers_its_stages_wrote(tmp_path):
     out, cache = tmp_path / "demo", tmp_path / "cache"
     argv = ["demo", "--out", str(out), "--minutes", "1", "--cache-dir", str(cache),
             "--pretrain-steps", "4", "--probe-epochs", "3", "--dino-steps", "2"]  # fmt: skip
     assert main(argv) == 0
     report = (out / "report.md").read_text()
-    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    assert len(images) >= 2
-    for rel in images:
+    at = [report.find(s) for s in STAGES]
+    assert -1 not in at and at == sorted(at), at  # every stage, in order
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / rel).read_bytes()[:4] == b"\x89PNG"
-    assert "20 voices in 4 languages" in report and "Synthesised" in report
-    # the baseline-probe stage: one row per upstream with three accuracies in [0, 100]
-    for upstream in ("fbank", "mfcc", "tiny", "mt4ssl-tiny"):
-        row = re.search(rf"^\| {upstream} \|(.*)\|$", report, re.M)
-        assert row, upstream
-        values = [float(v) for v in row.group(1).split("|")]
-        assert len(values) == 3 and all(0 <= v <= 100 for v in values)
-    assert (cache / "synth-1min-seed0" / ".complete").is_file()
-    # second run reuses the cached corpus
-    assert (out / "pretrain" / "checkpoints" / "latest").is_file()
-    # a second run reuses the cached corpus (without pretraining again)
-    # the live indicators of the pretraining run and the DINO stage
-    from speechssl.training import read_metrics
 
-    live = [r for r in read_metrics(out / "pretrain" / "metrics.jsonl") if "monitor_seconds" in r]
-    assert live and any(k.endswith("/rankme") for k in live[-1])
-    assert "1b. Choosing pseudo-labels" in report
+    # 1: the corpus table counts the cached corpus' utterances, voice by voice
+    cuts = load_cuts(cache / "synth-1min-seed0" / "cuts.jsonl.gz")
+    voices = re.findall(r"^\| (\S+) \| (\S+) \| (\S+) \| (\d+) \| [\d.]+ \|$", report, re.M)
+    assert len(voices) == 20 and sum(int(v[3]) for v in voices) == len(cuts)
+    assert f"{len(cuts)} utterances" in report and "20 voices in 4 languages" in report
+
+    # 1b: "best three" are the first scored names of each selection.json
     for label in ("speaker", "language"):
         sel = json.loads((out / f"select-{label}" / "selection.json").read_text())
-        assert len(sel["ranking"]) >= 10  # a 1-minute corpus is too small to score: n/a rows
-        utils = [row["utility"] for row in sel["ranking"] if row["utility"] is not None]
-        assert utils == sorted(utils)  # best first
-    assert "4. DINO" in report and (out / "dino" / "checkpoints" / "latest").is_file()
+        scored = [r["name"] for r in sel["ranking"] if r["utility"] is not None]
+        best = ", ".join(scored[:3]) or "none (classes too small"
+        assert f"**{label}** ({sel['counts']['items']} utterances" in report
+        assert f"best three {best}" in report
+
+    # 2: the final loss and the live indicators' share are those of metrics.jsonl
+    records = read_metrics(out / "pretrain" / "metrics.jsonl")
+    last = [r for r in records if "loss" in r][-1]
+    assert last["step"] == 4 and f"Final loss {last['loss']:.3f}" in report
+    live = [r for r in records if "monitor_seconds" in r]
+    assert any(k.endswith("/rankme") for k in live[-1])
+    assert f"for {100 * live[-1]['monitor_share']:.1f}% of the training time" in report
+
+    # 3: each probe cell is the test accuracy in that probe's results.json
+    for upstream in ("fbank", "mfcc", "tiny", "mt4ssl-tiny"):
+        cells = _table_rows(report, upstream)
+        for cell, task in zip(cells, ("synth-speaker", "synth-language", "synth-phoneme"),
+                              strict=True):  # fmt: skip
+            result = json.loads(
+                (out / "probes" / f"{upstream}-{task}" / "results.json").read_text()
+            )
+            summary = result["summary"]
+            metric = "frame_accuracy" if "frame_accuracy" in summary else "accuracy"
+            assert cell == f"{100 * summary[metric]['mean']:.1f}", (upstream, task)
+
+    # 4: DINO ran its steps and logged the collapse monitors
     dino = [r for r in read_metrics(out / "dino" / "metrics.jsonl") if "loss" in r]
-    assert {"teacher_entropy", "embedding_std"} <= set(dino[-1])
-    assert main([*argv[:-6], "--pretrain-steps", "0", "--dino-steps", "0", "--no-select",
-                 "--out", str(tmp_path / "again")]) == 0  # fmt: skip
-    assert "Loaded from cache" in (tmp_path / "again" / "report.md").read_text()
-    assert (out / "config.yaml").is_file() and (out / "run.json").is_file()
+    assert [r["step"] for r in dino][-1] == 2
+    assert {"teacher_entropy", "student_entropy", "embedding_std"} <= set(dino[-1])
+    assert "DINO teacher" in report or "too few utterances per held-out voice" in report
+
+    # a second run reuses the cached corpus and, with the stages off, reports only the corpus
+    again = tmp_path / "again"
+    assert main([*argv[:-6], "--pretrain-steps", "0", "--probe-epochs", "3", "--dino-steps", "0",
+                 "--no-select", "--out", str(again)]) == 0  # fmt: skip
+    second = (again / "report.md").read_text()
+    assert "Loaded from cache" in second and "Synthesised" in report
+    assert "## 2. MT4SSL" not in second and "## 4. DINO" not in second
+    assert _table_rows(second, "fbank") == _table_rows(report, "fbank")  # same seed, same probe

@@ -16,12 +16,13 @@ from lhotse import CutSet, SupervisionSegment
 from safetensors.torch import load_file
 from torch import nn
 
-from speechssl.audio.augment import AugmentConfig
 from speechssl.audio.io import recording
 from speechssl.config import build
 from speechssl.models.ecapa import EcapaTdnn
-from speechssl.models.registry import build_model, load_upstream, resolve_checkpoint
+from speechssl.models.registry import build_model, load_upstream, model_spec, resolve_checkpoint
+from speechssl.models.resnet import ResNet
 from speechssl.objectives.aam import AamHead
+from speechssl.objectives.base import Step
 from speechssl.objectives.dino import (
     CollapseMonitor,
     DinoHead,
@@ -31,13 +32,12 @@ from speechssl.objectives.dino import (
     DinoOutput,
     embedding_std,
     entropy,
+    teacher_temperature_schedule,
 )
-from speechssl.recipes.dino import (
-    DinoConfig,
-    MultiCropDataset,
+from speechssl.recipes.dino import DinoConfig, build_dino_trainer, run_dino
+from speechssl.recipes.supervised import (
     SupervisedConfig,
-    make_crops,
-    run_dino,
+    build_supervised_trainer,
     run_supervised,
 )
 from speechssl.training import read_metrics
@@ -82,11 +82,10 @@ def test_loss_matches_the_published_formula(n_global, n_local):
     student = torch.randn((n_global + n_local) * batch, k, generator=gen)
     teacher = torch.randn(n_global * batch, k, generator=gen)
     center = torch.randn(1, k, generator=gen) * 0.3
-    loss_fn = DinoLoss(k, n_global, tau_s=0.2, tau_t_start=0.05, tau_t=0.09, tau_t_warmup_steps=10)
+    loss_fn = DinoLoss(k, n_global, tau_s=0.2)
     loss_fn.center.copy_(center)
-    step = 4
     tau_t = 0.05 + (0.09 - 0.05) * 4 / 10
-    loss, q = loss_fn(student, teacher, step, update=False)
+    loss, q = loss_fn(student, teacher, tau_t, update=False)
     ref, ref_kl = reference_dino_loss(student, teacher, center[0], 0.2, tau_t, n_global)
     assert float(loss) == pytest.approx(ref, rel=1e-5)
     # The objective's KL metric (loss minus teacher entropy) is the pairs' mean KL.
@@ -94,11 +93,16 @@ def test_loss_matches_the_published_formula(n_global, n_local):
 
 
 def test_teacher_temperature_warms_up_linearly_then_stays():
-    loss = DinoLoss(5, tau_t_start=0.04, tau_t=0.07, tau_t_warmup_steps=30)
+    tau = teacher_temperature_schedule(0.04, 0.07, 30, 1001)
+    assert tau.shape == (1001,)
     for step in (0, 1, 15, 29):
-        assert loss.teacher_temperature(step) == pytest.approx(0.04 + 0.03 * step / 30)
-    assert loss.teacher_temperature(30) == loss.teacher_temperature(1000) == 0.07
-    assert DinoLoss(5, tau_t=0.05, tau_t_warmup_steps=0).teacher_temperature(0) == 0.05
+        assert tau[step] == pytest.approx(0.04 + 0.03 * step / 30)
+    assert tau[30] == tau[1000] == 0.07
+    assert teacher_temperature_schedule(0.04, 0.05, 0, 3).tolist() == [0.05] * 3
+
+
+def _step(index: int = 0, tau_t: float = 0.04, momentum: float | None = None) -> Step:
+    return Step(index, momentum=momentum, values={"tau_t": tau_t})
 
 
 def test_center_is_an_ema_of_the_teacher_batch_mean():
@@ -108,12 +112,12 @@ def test_center_is_an_ema_of_the_teacher_batch_mean():
     loss.center.copy_(torch.tensor(c0, dtype=torch.float32)[None])
     teacher = torch.arange(4 * k, dtype=torch.float32).reshape(4, k) / 10
     student = torch.randn(6, k)
-    loss(student, teacher)
+    loss(student, teacher, 0.04)
     rows = teacher.numpy().astype(np.float64)
     expected = 0.8 * c0 + 0.2 * sum(rows) / len(rows)
     np.testing.assert_allclose(loss.center[0].numpy(), expected, rtol=1e-6)
     before = loss.center.clone()
-    loss(student, teacher, update=False)
+    loss(student, teacher, 0.04, update=False)
     assert torch.equal(loss.center, before)
 
 
@@ -160,25 +164,25 @@ def test_ema_update_of_the_teacher():
         for p in [*model.teacher_encoder.parameters(), *model.teacher_head.parameters()]
     ]
     objective = DinoObjective(DinoLoss(6))
-    objective.after_step(model, 7, 0.9)
+    objective.after_step(model, _step(7, momentum=0.9))
     after = [*model.teacher_encoder.parameters(), *model.teacher_head.parameters()]
     for t0, s, t1 in zip(teacher, student, after, strict=True):
         torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s)
-    assert objective.step == 8
+    assert set(objective.state_dict()) == {"center"}  # no step counter: schedules are data
     with pytest.raises(ValueError, match="EMA"):
-        objective.after_step(model, 8, None)
+        objective.after_step(model, _step(8))
 
 
 def test_teacher_gets_no_gradients_and_last_layer_is_frozen_early():
     model = _tiny_model()
     objective = DinoObjective(DinoLoss(6, 2), freeze_last_layer_steps=3)
-    loss, _ = objective(model, _fake_batch())
+    loss, _ = objective(model, _fake_batch(), _step())
     loss.backward()
     for p in [*model.teacher_encoder.parameters(), *model.teacher_head.parameters()]:
         assert not p.requires_grad and p.grad is None
     last = model.head.last_layer.parametrizations.weight.original1
     assert last.grad is not None and last.grad.abs().sum() > 0
-    objective.cancel_gradients(model, 2)  # still frozen
+    objective.cancel_gradients(model, _step(2))  # still frozen
     assert last.grad is None or not last.grad.any()
     assert model.head.mlp[0].weight.grad.abs().sum() > 0  # the rest keeps its gradients
     # An optimizer step then leaves the last layer where it was.
@@ -189,9 +193,9 @@ def test_teacher_gets_no_gradients_and_last_layer_is_frozen_early():
     assert torch.equal(last, before)
     # From step 3 on, the last layer trains.
     opt.zero_grad()
-    loss, _ = objective(model, _fake_batch(seed=1))
+    loss, _ = objective(model, _fake_batch(seed=1), _step(3))
     loss.backward()
-    objective.cancel_gradients(model, 3)
+    objective.cancel_gradients(model, _step(3))
     assert last.grad is not None and last.grad.abs().sum() > 0
 
 
@@ -232,7 +236,7 @@ def test_resnet_encoder_trains_in_the_dino_model():
         local_audio=torch.randn(4, 2000),
         local_lengths=torch.full((4,), 2000),
     )
-    loss, metrics = DinoObjective(DinoLoss(16, 2))(model, batch)
+    loss, metrics = DinoObjective(DinoLoss(16, 2))(model, batch, _step())
     loss.backward()
     assert math.isfinite(float(loss.detach()))
     assert all(p.grad is not None for p in model.encoder.parameters())
@@ -256,7 +260,7 @@ def test_uniform_teacher_has_entropy_log_k_and_embedding_std_scales():
     k, d, b = 32, 16, 64
     out = DinoOutput(torch.randn(4 * b, k), torch.full((2 * b, k), 3.0), torch.randn(2 * b, d))
     objective = DinoObjective(DinoLoss(k, 2))
-    _, m = objective(Fixed(lambda: out), None)
+    _, m = objective(Fixed(lambda: out), None, _step())
     assert float(m["teacher_entropy"]) == pytest.approx(math.log(k), rel=1e-5)
     assert float(entropy(torch.eye(5))) == pytest.approx(0.0, abs=1e-6)
     # Random directions: std about 1/sqrt(d); one repeated embedding: 0.
@@ -268,7 +272,7 @@ def test_uniform_teacher_has_entropy_log_k_and_embedding_std_scales():
 def _run_monitor(make, steps: int, patience: int):
     objective = DinoObjective(DinoLoss(24, 2), monitor=CollapseMonitor(patience=patience))
     model = Fixed(make)
-    return [objective(model, None)[1]["collapsed"] for _ in range(steps)]
+    return [objective(model, None, _step(i))[1]["collapsed"] for i in range(steps)]
 
 
 def test_collapse_warning_on_a_planted_collapse_only(caplog):
@@ -296,103 +300,6 @@ def test_collapse_warning_on_a_planted_collapse_only(caplog):
     assert len(warnings) == 1  # once, not every step
     assert flags[:4] == [0.0] * 4 and all(flags[4:])
     assert "embedding std" in warnings[0].message
-
-
-# -- crops -----------------------------------------------------------------------------------
-
-
-def test_make_crops_bounds_and_short_policies():
-    gen = torch.Generator().manual_seed(0)
-    wave = torch.arange(50, dtype=torch.float32)
-    crops, valid = make_crops(wave, 20, 12, "repeat", gen)
-    assert crops.shape == (20, 12) and valid.tolist() == [12] * 20
-    starts = crops[:, 0].long()
-    for row, s in zip(crops, starts, strict=True):
-        assert 0 <= s <= 50 - 12 and torch.equal(row, wave[s : s + 12])
-    assert len(set(starts.tolist())) > 5  # each crop its own offset
-    short = torch.arange(7, dtype=torch.float32) + 1
-    crops, valid = make_crops(short, 10, 20, "repeat", gen)
-    assert valid.tolist() == [20] * 10
-    for row in crops:  # a loop over the utterance from some start
-        s = int(row[0]) - 1
-        assert torch.equal(row, short[(s + torch.arange(20)) % 7])
-    crops, valid = make_crops(short, 3, 20, "pad", gen)
-    assert valid.tolist() == [7] * 3
-    assert torch.equal(crops[:, :7], short.expand(3, 7)) and not crops[:, 7:].any()
-    crops, valid = make_crops(torch.zeros(0), 2, 5, "repeat", gen)
-    assert valid.tolist() == [0, 0] and not crops.any()
-
-
-SECONDS = {"long": 2.0, "between": 0.8, "tiny": 0.3}
-
-
-@pytest.fixture(scope="module")
-def ramp_cuts(tmp_path_factory) -> CutSet:
-    """Float WAVs whose samples encode (utterance, sample index): 0.1 * (u + 1) + n * 1e-6."""
-    root = tmp_path_factory.mktemp("ramps")
-    cuts = []
-    for u, (name, sec) in enumerate(SECONDS.items()):
-        n = np.arange(int(sec * 16000))
-        path = root / f"{name}.wav"
-        sf.write(path, (0.1 * (u + 1) + n * 1e-6).astype(np.float32), 16000, subtype="FLOAT")
-        cuts.append(recording(path, recording_id=name).to_cut())
-    return CutSet.from_cuts(cuts)
-
-
-def _decode(row: torch.Tensor) -> tuple[int, int]:
-    """(utterance, start sample) of a ramp crop's first sample."""
-    first = float(row[0])
-    u = round(first * 10) - 1 if first > 0.05 else -1
-    return u, round((first - 0.1 * (u + 1)) * 1e6)
-
-
-@pytest.mark.parametrize("policy", ["repeat", "pad"])
-def test_multicrop_dataset_views_lengths_and_policies(ramp_cuts, policy):
-    ds = MultiCropDataset(2, 1.0, 3, 0.5, policy, augment=None, seed=3)
-    batch = ds[ramp_cuts]
-    b = len(ramp_cuts)
-    assert batch.global_audio.shape == (2 * b, 16000)
-    assert batch.local_audio.shape == (3 * b, 8000)
-    assert batch.short_global == 2 and batch.short_local == 1
-    totals = [int(sec * 16000) for sec in SECONDS.values()]
-    for audio, lengths, views, length in (
-        (batch.global_audio, batch.global_lengths, 2, 16000),
-        (batch.local_audio, batch.local_lengths, 3, 8000),
-    ):
-        for row in range(views * b):
-            u = row % b  # view-major rows
-            total, n = totals[u], int(lengths[row])
-            expect = length if policy == "repeat" or total >= length else total
-            assert n == expect
-            got_u, start = _decode(audio[row])
-            assert got_u == u
-            idx = torch.arange(n) + start
-            if total >= length:
-                assert 0 <= start <= total - length  # inside the utterance
-            else:
-                assert policy == "pad" and start == 0 or policy == "repeat"
-                idx = idx % total
-            ref = (0.1 * (u + 1) + idx.double() * 1e-6).float()
-            torch.testing.assert_close(audio[row, :n], ref, atol=1e-7, rtol=0)
-            assert not audio[row, n:].any()
-
-
-def test_same_seed_same_crops_and_augmentation_per_crop(ramp_cuts):
-    aug = AugmentConfig(noise_prob=1.0, noise_kinds=["coloured"], reverb_prob=0.0)
-
-    def make(seed):
-        return MultiCropDataset(2, 1.0, 2, 0.5, "pad", augment=aug, seed=seed)[ramp_cuts]
-
-    a, b, c = make(5), make(5), make(6)
-    assert torch.equal(a.global_audio, b.global_audio)
-    assert torch.equal(a.local_audio, b.local_audio)
-    assert not torch.equal(a.global_audio, c.global_audio)
-    plain = MultiCropDataset(2, 1.0, 2, 0.5, "pad", augment=None, seed=5)[ramp_cuts]
-    assert torch.equal(plain.global_lengths, a.global_lengths)
-    # Noise changed every crop, and padding stayed silent.
-    for row, n in enumerate(a.global_lengths.tolist()):
-        assert not torch.allclose(a.global_audio[row, :n], plain.global_audio[row, :n])
-        assert not a.global_audio[row, n:].any()
 
 
 # -- AAM -------------------------------------------------------------------------------------
@@ -536,7 +443,8 @@ def test_run_supervised_trains_and_saves_labels(speakers, tmp_path):
     run_supervised(build(SupervisedConfig, cli))
     records = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3]
-    assert all(np.isfinite(r["aam_ce"]) and 0 <= r["accuracy"] <= 1 for r in records)
+    # One step of 2 utterances per record: an accuracy of 0, 1/2 or 1.
+    assert all(np.isfinite(r["aam_ce"]) and r["accuracy"] in (0.0, 0.5, 1.0) for r in records)
     labels = (out / "labels.json").read_text()
     assert '"spk0"' in labels and '"spk1"' in labels
     encoder = load_upstream(out)
@@ -545,17 +453,69 @@ def test_run_supervised_trains_and_saves_labels(speakers, tmp_path):
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
+# METHODS.md D (Cho et al. 2022, after DINO): the numbers a shipped DINO config must train with.
+PAPER = {
+    "crops": (2, 3.0, 4, 2.0),  # global crops x seconds, local crops x seconds
+    "noise_p": 0.7, "reverb_p": 0.45, "head": (2048, 2048, 256), "tau_s": 0.1,
+    "tau_t": (0.04, 0.07), "center_m": 0.9, "ema": (0.996, 1.0), "clip": 3.0,
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "name,kind,out_dim",
-    [
-        ("dino-ecapa-tiny", "ecapa", 4096),
-        ("dino-ecapa", "ecapa", 65536),
-        ("dino-resnet", "resnet", 65536),
-    ],
-)
-def test_shipped_dino_configs(name, kind, out_dim):
-    cfg = build(DinoConfig, yaml_file=name)
-    assert cfg.model.kind == kind and cfg.dino.out_dim == out_dim
-    assert cfg.train.ema_start == 0.996 and cfg.train.weight_decay_end == 0.4
-    sup = build(SupervisedConfig, yaml_file="supervised-ecapa-tiny")
-    assert sup.aam.scale == 30.0 and sup.aam.margin == 0.2
+    "name,kind,prototypes",
+    [("dino-ecapa-tiny", EcapaTdnn, 4096), ("dino-ecapa", EcapaTdnn, 65536),
+     ("dino-resnet", ResNet, 65536)],
+)  # fmt: skip
+def test_shipped_dino_configs_build_the_papers_recipe(name, kind, prototypes, speakers, tmp_path):
+    """Read from what the recipe builds (not the YAML): model, crops, schedules, loss."""
+    cli = {"data.train": [str(speakers)], "data.batch_size": 2, "train.num_workers": 0,
+           "out": str(tmp_path)}  # fmt: skip
+    trainer = build_dino_trainer(build(DinoConfig, cli, yaml_file=name))
+    model, objective, data = trainer.model, trainer.objective, trainer.loader.dataset
+    assert isinstance(model.encoder, kind) and isinstance(model.teacher_encoder, kind)
+    mlp = [m.out_features for m in model.head.mlp if isinstance(m, nn.Linear)]
+    assert mlp == list(PAPER["head"])
+    assert model.head.last_layer.weight.shape == (prototypes, PAPER["head"][-1])
+    for student, teacher in model.student_pairs():  # the teacher starts as the student
+        for s, t in zip(student.state_dict().values(), teacher.state_dict().values(), strict=True):
+            assert torch.equal(s, t)
+    g, gs, local, ls = PAPER["crops"]
+    assert (data.global_crops, data.global_len, data.local_crops, data.local_len) == (
+        g, gs * 16000, local, ls * 16000,
+    )  # fmt: skip
+    aug = data.augmenter.cfg
+    assert (aug.noise_prob, aug.reverb_prob) == (PAPER["noise_p"], PAPER["reverb_p"])
+    loss, steps = objective.loss, trainer.config.max_steps
+    warm = round(0.3 * steps)  # tau_t warms up over the first 30% (DINO: 30 of 100 epochs)
+    assert loss.tau_s == PAPER["tau_s"] and loss.center_momentum == PAPER["center_m"]
+    t0, t1 = PAPER["tau_t"]
+    tau = trainer.schedules["tau_t"]  # handed to the objective as step["tau_t"]
+    assert tau[0] == pytest.approx(t0)
+    assert tau[warm // 2] == pytest.approx((t0 + t1) / 2, rel=1e-3)
+    assert tau[warm] == tau[steps - 1] == pytest.approx(t1)
+    m0, m1 = PAPER["ema"]
+    assert trainer.ema[0] == pytest.approx(m0) and trainer.ema[-1] == pytest.approx(m1, abs=1e-6)
+    assert np.all(np.diff(trainer.ema) >= 0) and trainer.config.grad_clip == PAPER["clip"]
+    # The last layer is frozen for exactly one epoch of this data: 6 cuts / batch 2 = 3 steps.
+    assert objective.freeze_last_layer_steps == 3
+
+
+def test_shipped_supervised_config_builds_an_aam_classifier(speakers, tmp_path):
+    cli = {"data.train": [str(speakers)], "data.batch_size": 2, "train.num_workers": 0,
+           "out": str(tmp_path)}  # fmt: skip
+    trainer = build_supervised_trainer(
+        build(SupervisedConfig, cli, yaml_file="supervised-ecapa-tiny")
+    )
+    dino = build_dino_trainer(build(DinoConfig, {**cli, "out": str(tmp_path / "d")},
+                                    yaml_file="dino-ecapa-tiny"))  # fmt: skip
+    # The same encoder as the DINO config it is the baseline of, on one global-size crop.
+    assert model_spec(trainer.model.encoder) == model_spec(dino.model.encoder)
+    data = trainer.loader.dataset
+    assert (data.global_crops, data.global_len, data.local_crops) == (
+        1,
+        dino.loader.dataset.global_len,
+        0,
+    )
+    head = trainer.model.head
+    assert head.weight.shape == (2, dino.model.encoder.emb_dim)  # two speakers in the data
+    assert (head.scale, head.margin, head.easy_margin) == (30.0, 0.2, False)  # ArcFace s, m

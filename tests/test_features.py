@@ -210,6 +210,24 @@ def test_short_inputs_are_padded_by_mode():
         fixed_crop(wave, 7, mode="reflect")
 
 
+def test_random_repeat_reads_the_loop_from_a_random_start():
+    short = torch.arange(7, dtype=torch.float32) + 1
+    gen = torch.Generator().manual_seed(0)
+    starts = set()
+    for _ in range(60):
+        c, n = random_crop(short, 20, gen, mode="repeat")
+        s = int(c[0]) - 1
+        assert n == 20 and torch.equal(c, short[(s + torch.arange(20)) % 7])
+        starts.add(s)
+    assert starts == set(range(7))  # every start is reachable
+    # Channels share the start; an empty wave is zeros with valid length 0.
+    two = torch.stack([short, -short])
+    c, n = random_crop(two, 10, torch.Generator().manual_seed(1), mode="repeat")
+    assert c.shape == (2, 10) and torch.equal(c[1], -c[0]) and n == 10
+    c, n = random_crop(torch.zeros(0), 5, gen, mode="repeat")
+    assert c.tolist() == [0] * 5 and n == 0
+
+
 def test_crop_batch():
     waves = [torch.ones(50), torch.ones(10), torch.ones(200)]
     audio, lens = crop_batch(waves, 40, "random", torch.Generator().manual_seed(1))
@@ -226,3 +244,40 @@ def test_crop_batch():
         generator=torch.Generator().manual_seed(9),
     )
     assert torch.equal(a2, a3)
+
+
+# --- MFCC -----------------------------------------------------------------------------------
+
+
+def _ref_deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
+    """HTK regression deltas of [F, D], edge frames repeated, written as a loop."""
+    out = np.zeros_like(c)
+    last = len(c) - 1
+    for t in range(len(c)):
+        for k in range(1, width + 1):
+            out[t] += k * (c[min(t + k, last)] - c[max(t - k, 0)])
+    return out / (2 * sum(k * k for k in range(1, width + 1)))
+
+
+def test_mfcc_is_the_orthonormal_dct_of_logmel_with_deltas_per_utterance():
+    from scipy.fft import dct
+
+    from speechssl.audio.features import Mfcc
+    from speechssl.models.upstream import MfccUpstream
+
+    long, short = signal(0.8, seed=1), signal(0.5, seed=2)
+    wave = torch.zeros(2, len(long))
+    wave[0], wave[1, : len(short)] = torch.from_numpy(long), torch.from_numpy(short)
+    wave[1, len(short) :] = 5.0  # padding must not leak into the deltas
+    feats, mask, counts = Mfcc()(wave, torch.tensor([len(long), len(short)]))
+    assert feats.shape == (2, 78, 39) and counts.tolist() == [78, 48]
+    for row, x in enumerate((long, short)):
+        logmel = LogMel(n_mels=40)(torch.from_numpy(x)[None]).features[0].double().numpy()
+        c = dct(logmel, type=2, norm="ortho", axis=-1)[:, :13]
+        d = _ref_deltas(c)
+        ref = np.concatenate([c, d, _ref_deltas(d)], axis=-1)
+        n = counts[row]
+        np.testing.assert_allclose(feats[row, :n].numpy(), ref, atol=2e-4)
+        assert (feats[row, n:] == 0).all() and not mask[row, n:].any()
+    up = MfccUpstream()(wave, torch.tensor([len(long), len(short)]))
+    torch.testing.assert_close(up.hidden_states[0], feats)

@@ -84,7 +84,7 @@ def test_rank_measures_match_full_svd(monkeypatch):
     assert got["numerical_rank"] == 6 == np.linalg.matrix_rank(x, tol=s.max() * 3000 * EPS32)
     assert got["alpha_req"] == pytest.approx(_ref_alpha(x), rel=1e-6)
     assert got["utterances"] == (np.diff(off) > 0).sum()
-    assert not any(k in got for k in ("inertia", "kmeans_k", "silhouette"))
+    assert not any(k in got for k in ("inertia_per_frame", "kmeans_k", "silhouette"))
 
 
 def test_alpha_req_on_a_power_law_spectrum():
@@ -114,13 +114,15 @@ def test_utterance_gram_handles_boundaries_in_any_chunking():
 
 def test_cluster_measures_match_sklearn_on_the_same_assignment():
     x, off = _blobs(sep=3.0)  # overlapping blobs: DB and CH are not trivial
-    cfg = IndicatorConfig(["inertia", "davies_bouldin", "calinski_harabasz"], k=8, chunk=700)
+    cfg = IndicatorConfig(
+        ["inertia_per_frame", "davies_bouldin", "calinski_harabasz"], k=8, chunk=700
+    )
     got = layer_indicators(x, off, cfg)
     centroids, k = cl.fit_layer_kmeans(x, cfg.k, cfg.kmeans_frames, cfg.kmeans_iter, cfg.seed)
     assert k == got["kmeans_k"] == 8
     d2 = ((x[:, None, :].astype(np.float64) - centroids[None]) ** 2).sum(-1)
     labels = d2.argmin(1)
-    assert got["inertia"] == pytest.approx(d2.min(1).mean(), rel=1e-5)
+    assert got["inertia_per_frame"] == pytest.approx(d2.min(1).mean(), rel=1e-5)
     assert got["davies_bouldin"] == pytest.approx(davies_bouldin_score(x, labels), rel=1e-5)
     assert got["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(x, labels), rel=1e-5)
     # around the fitted centroids: textbook formulas with the centroids as centres
@@ -217,7 +219,7 @@ def test_seed_changes_nothing_when_samples_cover_all_frames():
 
 def test_k_is_lowered_when_frames_are_few():
     x, off = _blobs(n=200, seed=8)
-    got = layer_indicators(x, off, IndicatorConfig(["inertia"], k=1024))
+    got = layer_indicators(x, off, IndicatorConfig(["inertia_per_frame"], k=1024))
     assert got["kmeans_k"] == 20
 
 
@@ -237,7 +239,7 @@ def test_bad_input_is_a_user_error(frames, offsets, match):
         layer_indicators(frames, offsets, IndicatorConfig(chunk=4))
 
 
-@pytest.mark.parametrize("names", [list(RANK_NAMES), ["inertia"], ["silhouette"]])
+@pytest.mark.parametrize("names", [list(RANK_NAMES), ["inertia_per_frame"], ["silhouette"]])
 def test_nan_rows_are_a_user_error(names):
     x = np.random.default_rng(9).normal(size=(100, 4)).astype(np.float16)
     x[57, 2] = np.nan
@@ -248,6 +250,8 @@ def test_nan_rows_are_a_user_error(names):
 def test_unknown_indicator_is_a_user_error():
     with pytest.raises(UserError, match="unknown indicator"):
         layer_indicators(np.ones((4, 2)), np.array([0, 4]), IndicatorConfig(["rankme", "lidar"]))
+    with pytest.raises(UserError, match="inertia is now inertia_per_frame"):
+        layer_indicators(np.ones((4, 2)), np.array([0, 4]), IndicatorConfig(["inertia"]))
 
 
 def test_bad_settings_name_the_setting_and_its_minimum():

@@ -7,19 +7,19 @@ import torch
 import torch.nn.functional as F
 
 from speechssl.data.batching import Batch
+from speechssl.data.pretrain import PretrainBatch, PretrainDataset
 from speechssl.errors import UserError
+from speechssl.models.pretrain import PretrainModel, PretrainOutput
 from speechssl.models.transformer import FrameTransformer, preset
 from speechssl.objectives import (
-    FrameCounter,
     KmeansCE,
     MultiTarget,
-    PretrainBatch,
-    PretrainModel,
-    PretrainOutput,
+    PretextRegression,
     TeacherRegression,
     expected_mask_fraction,
     span_mask,
 )
+from speechssl.objectives.base import Step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,15 +65,36 @@ def _batch(seconds=(1.0, 0.6), seed=0) -> PretrainBatch:
     audio = 0.1 * torch.randn(len(seconds), int(lengths.max()), generator=g)
     mask = torch.arange(audio.shape[1])[None, :] < lengths[:, None]
     audio = audio * mask
-    frames = FrameCounter("logmel")(lengths)
+    frames = _tiny().num_frames(lengths)
     return PretrainBatch(audio, lengths, mask, frames=frames)
 
 
-def test_frame_counter_matches_encoder():
-    lengths = torch.tensor([0, 399, 400, 16000, 16321, 50000])
-    for frontend in ("logmel", "waveform"):
-        enc = FrameTransformer(preset("tiny", frontend=frontend))
-        assert torch.equal(FrameCounter(frontend)(lengths), enc.num_frames(lengths))
+@pytest.mark.parametrize("frontend", ["logmel", "waveform"])
+def test_dataset_counts_the_frames_the_encoder_makes(tmp_path, frontend):
+    """The dataset asks the encoder: its frame counts are those of the encoder's own output,
+    and the counter it is given pickles without the weights (it travels to workers)."""
+    import pickle
+
+    import numpy as np
+    import soundfile as sf
+    from lhotse import CutSet
+
+    from speechssl.audio.io import recording
+
+    cuts = []
+    for i, n in enumerate((320, 421, 8000, 16324)):
+        sf.write(tmp_path / f"a{i}.wav", np.full(n, 0.1, np.float32), 16000)
+        cuts.append(recording(tmp_path / f"a{i}.wav", recording_id=f"a{i}").to_cut())
+    enc = _tiny(frontend=frontend)
+    counter = enc.frame_counter()
+    assert len(pickle.dumps(counter)) < 1000
+    batch = PretrainDataset(pickle.loads(pickle.dumps(counter)))[CutSet.from_cuts(cuts)]
+    with torch.no_grad():
+        out = enc(batch.audio, batch.lengths)
+    assert torch.equal(batch.frames, out.mask.sum(1))
+    assert batch.valid_frames.shape == out.mask.shape
+    # by hand: log-mel (1 + (T - 400) // 160 + 1) // 2; waveform, conv by conv (module doc)
+    assert batch.frames.tolist() == [0, 1, 24, 50]
 
 
 def test_teacher_targets_equal_a_loop_over_utterances():
@@ -104,18 +125,18 @@ def test_teacher_has_no_grad_and_ema_formula_is_exact():
     model.train()
     assert not model.teacher.training  # no dropout in the teacher
     torch.manual_seed(0)
-    loss, _ = TeacherRegression()(model, _batch())
+    loss, _ = TeacherRegression()(model, _batch(), Step(0))
     loss.backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     with torch.no_grad():
         for p in model.encoder.parameters():
             p.add_(torch.randn_like(p))
     before = [p.clone() for p in model.teacher.parameters()]
-    TeacherRegression().after_step(model, 0, 0.9)
+    TeacherRegression().after_step(model, Step(0, momentum=0.9))
     for t, s, b in zip(model.teacher.parameters(), model.encoder.parameters(), before, strict=True):
         torch.testing.assert_close(t, 0.9 * b + 0.1 * s, rtol=0, atol=1e-6)
     with pytest.raises(UserError, match="ema"):
-        TeacherRegression().after_step(model, 0, None)
+        TeacherRegression().after_step(model, Step(0))
 
 
 def test_masked_ce_equals_cross_entropy_on_masked_frames():
@@ -157,9 +178,9 @@ def test_losses_ignore_padding():
     noisy.audio[~batch.mask] = 1.0  # garbage after the second row's end
     noisy = PretrainBatch(**vars(noisy), frames=batch.frames, targets=batch.targets)
     torch.manual_seed(5)
-    loss_a, m_a = objective(model, batch)
+    loss_a, m_a = objective(model, batch, Step(0))
     torch.manual_seed(5)
-    loss_b, m_b = objective(model, noisy)
+    loss_b, m_b = objective(model, noisy, Step(0))
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-5)
     assert {"kmeans_ce", "kmeans_acc", "teacher_mse", "loss_kmeans", "loss_teacher"} <= set(m_a)
 
@@ -171,8 +192,6 @@ def test_multi_target_refuses_no_target():
 
 def test_pretext_regression_is_the_weighted_loss_on_masked_valid_frames():
     from types import SimpleNamespace
-
-    from speechssl.objectives import PretextRegression, PretrainOutput
 
     g = torch.Generator().manual_seed(0)
     pred = {"f0": torch.randn(2, 6, 1, generator=g), "mfcc": torch.randn(2, 6, 3, generator=g)}

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 from lhotse import CutSet
+from safetensors.torch import load_file
 
 from speechssl.audio.io import recording
 from speechssl.config import build
@@ -16,12 +17,9 @@ from speechssl.errors import UserError
 from speechssl.kmeans.labels import LabelSetInfo, LabelWriter
 from speechssl.models.registry import load_upstream
 from speechssl.models.transformer import FrameTransformer
-from speechssl.recipes.pretrain import (
-    PretrainConfig,
-    build_trainer,
-    run_pretrain,
-    second_iteration,
-)
+from speechssl.objectives.base import Step
+from speechssl.recipes.pretrain import PretrainConfig, build_trainer, run_pretrain
+from speechssl.recipes.pretrain_next import second_iteration
 from speechssl.training import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,7 +81,8 @@ def _config(name: str, corpus, out: Path, **extra) -> PretrainConfig:
 @pytest.mark.parametrize("name", ["hubert-tiny", "data2vec-tiny", "mt4ssl-tiny"])
 def test_shipped_tiny_configs_train(name, corpus, tmp_path):
     cfg = _config(name, corpus, tmp_path / name)
-    assert run_pretrain(cfg) is not None
+    last = run_pretrain(cfg)
+    assert last == tmp_path / name / "checkpoints" / "step-000003"  # the final save
     records = read_metrics(tmp_path / name / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) for r in records)
@@ -93,6 +92,13 @@ def test_shipped_tiny_configs_train(name, corpus, tmp_path):
         assert "teacher_mse" in records[-1] and "ema_momentum" in records[-1]
     encoder = load_upstream(tmp_path / name)  # the "encoder." prefix picks the student out
     assert isinstance(encoder, FrameTransformer)
+    saved = load_file(last / "model.safetensors")
+    got = encoder.state_dict()
+    assert set(got) == {k[len("encoder.") :] for k in saved if k.startswith("encoder.")}
+    for k, v in got.items():
+        assert torch.equal(v, saved["encoder." + k]), k
+    if cfg.targets.teacher_weight:  # the teacher moved away from the student it started as
+        assert any(not torch.equal(v, saved["teacher." + k]) for k, v in got.items())
 
 
 def test_teacher_is_not_in_the_optimizer(corpus, tmp_path):
@@ -114,11 +120,11 @@ def test_mt4ssl_loss_decreases_on_a_fixed_batch(corpus, tmp_path):
     losses = []
     for step in range(20):
         torch.manual_seed(0)  # the same mask and dropout every step
-        loss, metrics = objective(model, batch)
+        loss, metrics = objective(model, batch, Step(step))
         opt.zero_grad()
         loss.backward()
         opt.step()
-        objective.after_step(model, step, 0.999)
+        objective.after_step(model, Step(step, momentum=0.999))
         losses.append(loss.item())
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert metrics["kmeans_ce"] < np.log(K)  # below chance on the labels it saw
@@ -200,7 +206,8 @@ def test_second_iteration_relabels_with_the_trained_encoder(corpus, tmp_path):
     cuts_path, _ = corpus
     first = tmp_path / "iter1"
     run_pretrain(_config("data2vec-tiny", corpus, first))
-    assert second_iteration(first, layer=3, k=5, cuts=cuts_path, out=tmp_path / "iter2")
+    last = second_iteration(first, layer=3, k=5, cuts=cuts_path, out=tmp_path / "iter2")
+    assert last == tmp_path / "iter2" / "pretrain" / "checkpoints" / "step-000003"
     from speechssl.kmeans.labels import KmeansLabels
 
     labels = KmeansLabels(tmp_path / "iter2" / "labels")
@@ -221,7 +228,7 @@ def test_pretraining_logs_indicators_live(corpus, tmp_path):
     live = [r for r in records if "monitor_seconds" in r]
     assert [r["step"] for r in live] == [0, 2, 3]  # before training, every 2, and the end
     last = live[-1]
-    for name in ("rankme", "rankme_t", "alpha_req", "inertia", "davies_bouldin"):
+    for name in ("rankme", "rankme_t", "alpha_req", "inertia_per_frame", "davies_bouldin"):
         assert np.isfinite(last[f"ind/L0/{name}"])
     assert any(k.startswith("ind/L") and not k.startswith("ind/L0/") for k in last)
     assert 0 < last["monitor_share"] < 1
@@ -293,10 +300,10 @@ def test_pretext_from_selection_and_unknown_names(tmp_path):
     sel["groups"] = {"sparsemax": {"selected": {"zcr": 0.7, "rms": 0.3}}}
     (tmp_path / "selection.json").write_text(json.dumps(sel))
     assert weights_from_selection(tmp_path / "selection.json") == {"zcr": 0.7, "rms": 0.3}
-    from speechssl.recipes.pretrain import TargetsSection, pretext_weights
+    from speechssl.pseudolabels.targets import pretext_weights
 
     with pytest.raises(UserError, match="unknown pseudo-label"):
-        pretext_weights(TargetsSection(pretext=["pitchiness"]))
+        pretext_weights(["pitchiness"])
 
 
 def test_live_pool_is_held_in_memory(tmp_path):
@@ -316,3 +323,60 @@ def test_live_pool_is_held_in_memory(tmp_path):
     assert len(monitor.pool) == 3
     for c in monitor.pool:
         np.testing.assert_allclose(load_cut(c), before[c.id], atol=1e-4)
+
+
+def _pretext_parts(trainer) -> tuple[dict[str, float], dict[str, str]]:
+    objective, _ = trainer.objective.parts["pretext"]
+    assert set(trainer.model.pretext_heads) == set(objective.weights)  # one head per target
+    return objective.weights, objective.losses
+
+
+def test_pretext_from_a_selection_adds_the_baselines(corpus, tmp_path):
+    """METHODS A: loss = sum_k lambda_k loss_k + log-mel loss + MFCC loss, by default."""
+    import json
+
+    (tmp_path / "selection.json").write_text(
+        json.dumps({"groups": {"sparsemax": {"selected": {"zcr": 0.7, "rms": 0.3}}}})
+    )
+
+    def weights(name: str, **extra):
+        targets = {"targets.teacher_weight": 0.0, **extra}
+        cfg = _config("data2vec-tiny", corpus, tmp_path / name, **targets)
+        return _pretext_parts(build_trainer(cfg))
+
+    sel = {"targets.pretext_from": str(tmp_path / "selection.json")}
+    got, losses = weights("default", **sel)
+    assert got == {"zcr": 0.7, "rms": 0.3, "logmel": 1.0, "mfcc": 1.0}
+    assert losses == {"zcr": "l1", "rms": "l1", "logmel": "mse", "mfcc": "mse"}
+    got, _ = weights("off", **sel, **{"targets.baselines": False})
+    assert got == {"zcr": 0.7, "rms": 0.3}
+    # hand-named targets combine with a selection: add one, drop one, reweigh a baseline
+    got, _ = weights("both", **sel, **{"targets.pretext": ["f0=0.5", "rms=0", "mfcc=2"]})
+    assert got == {"zcr": 0.7, "f0": 0.5, "mfcc": 2.0, "logmel": 1.0}
+    # without a selection the baselines are off unless asked for, and alone they are a target
+    assert weights("plain", **{"targets.pretext": ["rms"]})[0] == {"rms": 1.0}
+    assert weights("only", **{"targets.baselines": True})[0] == {"logmel": 1.0, "mfcc": 1.0}
+    with pytest.raises(UserError, match="no target"):
+        weights("none")
+
+
+def test_cli_combines_pretext_with_a_selection_and_turns_baselines_off(tmp_path, monkeypatch):
+    """The user's path: ``speechssl pretrain`` flags -> the config -> the resolved targets."""
+    import json
+
+    import speechssl.recipes.pretrain as recipe
+    from speechssl.cli import main
+    from speechssl.pseudolabels.targets import pretext_weights
+
+    (tmp_path / "selection.json").write_text(
+        json.dumps({"groups": {"softmax": {"selected": {"f0": 0.6, "rms": 0.4}}}})
+    )
+    seen = []
+    monkeypatch.setattr(recipe, "run_pretrain", lambda cfg: seen.append(cfg.targets))
+    base = ["pretrain", "--config", "data2vec-tiny", "--data.train", "x.jsonl.gz"]
+    sel = ["--targets.pretext-from", str(tmp_path / "selection.json")]
+    assert main([*base, *sel, "--targets.pretext", "zcr=0.5"]) == 0
+    assert main([*base, *sel, "--no-targets.baselines"]) == 0
+    both, off = (pretext_weights(t.pretext, t.pretext_from, t.baselines) for t in seen)
+    assert both == {"f0": 0.6, "rms": 0.4, "zcr": 0.5, "logmel": 1.0, "mfcc": 1.0}
+    assert off == {"f0": 0.6, "rms": 0.4}

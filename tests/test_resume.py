@@ -1,4 +1,9 @@
-"""Kill -9 in the middle of training, resume, and end with exactly the same weights."""
+"""Kill -9 in the middle of training, resume, and end with exactly the same weights.
+
+Also for random data pipelines: DINO's multi-crop views with augmentation, and the
+pretraining crops, whose randomness the trainer derives from the batch's position (seed, rank,
+epoch, index), so a resumed run draws what the uninterrupted one drew.
+"""
 
 from __future__ import annotations
 
@@ -52,15 +57,14 @@ def uninterrupted(cuts_file, tmp_path_factory) -> Path:
     return run
 
 
-def test_sigkill_then_resume_is_bit_identical(cuts_file, uninterrupted, tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(cuts_file, run, "--sleep", "0.05"), env=_env())
+def _kill_mid_run(cmd: list[str], run: Path, after: tuple[str, ...]) -> str:
+    """Start ``cmd`` and SIGKILL it a little after ``latest`` names one of ``after``."""
+    proc = subprocess.Popen(cmd, env=_env())
     latest = run / "checkpoints" / "latest"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     killed_at = None
     while time.monotonic() < deadline and proc.poll() is None:
-        # Kill after the second (or third) checkpoint, mid-epoch, between checkpoints.
-        if latest.is_file() and latest.read_text().strip() in ("step-000008", "step-000012"):
+        if latest.is_file() and latest.read_text().strip() in after:
             time.sleep(0.12)
             os.kill(proc.pid, signal.SIGKILL)
             killed_at = latest.read_text().strip()
@@ -69,19 +73,60 @@ def test_sigkill_then_resume_is_bit_identical(cuts_file, uninterrupted, tmp_path
     proc.wait(timeout=30)
     assert killed_at is not None and proc.returncode == -signal.SIGKILL, "not killed mid-run"
     assert not (run / "final-rank0.safetensors").exists()
-    subprocess.run(_cmd(cuts_file, run, "--resume"), check=True, env=_env(), timeout=120)
+    return killed_at
 
-    a = load_file(uninterrupted / "final-rank0.safetensors")
-    b = load_file(run / "final-rank0.safetensors")
+
+def _assert_same_run(a_run: Path, b_run: Path, steps: int) -> None:
+    """Bit-identical final and checkpointed weights, and each step logged exactly once."""
+    a = load_file(a_run / "final-rank0.safetensors")
+    b = load_file(b_run / "final-rank0.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    # The checkpointed weights too, and the metrics log has each step exactly once.
-    a = load_file(uninterrupted / "checkpoints" / f"step-{STEPS:06d}" / "model.safetensors")
-    b = load_file(run / "checkpoints" / f"step-{STEPS:06d}" / "model.safetensors")
+    a = load_file(a_run / "checkpoints" / f"step-{steps:06d}" / "model.safetensors")
+    b = load_file(b_run / "checkpoints" / f"step-{steps:06d}" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = [int(x.split('"step": ')[1].split(",")[0]) for x in (run / "metrics.jsonl").open()]
-    assert steps == list(range(1, STEPS + 1))
+    logged = [int(x.split('"step": ')[1].split(",")[0]) for x in (b_run / "metrics.jsonl").open()]
+    assert logged == list(range(1, steps + 1))
+
+
+def test_sigkill_then_resume_is_bit_identical(cuts_file, uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    # Kill after the second (or third) checkpoint, mid-epoch, between checkpoints.
+    _kill_mid_run(_cmd(cuts_file, run, "--sleep", "0.05"), run, ("step-000008", "step-000012"))
+    subprocess.run(_cmd(cuts_file, run, "--resume"), check=True, env=_env(), timeout=120)
+    _assert_same_run(uninterrupted, run, STEPS)
+
+
+RANDOM_STEPS = 8
+RANDOM_DATA = {  # method: extra arguments (the pretraining crops come from 2 workers)
+    "dino": ["--method", "dino"],
+    "pretrain": ["--method", "pretrain", "--workers", "2"],
+}
+
+
+@pytest.fixture(scope="module")
+def longer_cuts(tmp_path_factory) -> Path:
+    """10 cuts of 0.3 s: DINO crops 0.1 s local views and repeats them for 0.35 s global ones."""
+    d = tmp_path_factory.mktemp("longer")
+    make_cuts(d / "audio", n=10, seconds=0.3).to_file(d / "cuts.jsonl.gz")
+    return d / "cuts.jsonl.gz"
+
+
+def _random_cmd(method: str, cuts: Path, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--cuts", str(cuts), "--run-dir", str(run),
+            "--max-steps", str(RANDOM_STEPS), "--ckpt-every", "3", *RANDOM_DATA[method], *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(RANDOM_DATA))
+def test_random_data_pipeline_resumes_bit_identical(method, longer_cuts, tmp_path):
+    """Kill at step 3 + a bit (mid-epoch: 5 batches per epoch), resume, same weights."""
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    subprocess.run(_random_cmd(method, longer_cuts, whole), check=True, env=_env(), timeout=120)
+    _kill_mid_run(_random_cmd(method, longer_cuts, run, "--sleep", "0.05"), run, ("step-000003",))
+    resume = _random_cmd(method, longer_cuts, run, "--resume")
+    subprocess.run(resume, check=True, env=_env(), timeout=120)
+    _assert_same_run(whole, run, RANDOM_STEPS)
 
 
 def _trainer(cuts_file: Path, run: Path, hidden: int = 16) -> Trainer:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from conftest import write_audio
 from scipy.spatial.distance import pdist
@@ -25,6 +26,7 @@ from speechssl.errors import UserError
 from speechssl.selection import conditional_hsic, fit_group, gaussian_downsample, sparsemax
 from speechssl.selection.groups import _PairData
 from speechssl.selection.hsic import class_statistics, downsample_weights, item_means
+from speechssl.selection.items import PseudoLabelBackend
 
 # ----------------------------------------------------------------------------- references
 
@@ -172,6 +174,54 @@ def test_planted_dependence_ranks_independent_first():
     assert again.utility == pytest.approx(dep.utility, rel=1e-12)  # draws leave it alone
     assert again.interval == "bootstrap" and again.low < again.utility < again.high
     assert again.high - again.low > dep.high - dep.low  # the bootstrap is the wider one
+
+
+@pytest.mark.parametrize("mode", ["standard", "reference"])
+@pytest.mark.parametrize("averaging", ["plain", "weighted"])
+def test_default_jackknife_interval_matches_brute_force_leave_one_out(mode, averaging):
+    # Brute force: drop each item of a class in turn and recompute that class's textbook HSIC
+    # on the n - 1 others (kernels and bandwidth from all items, as the utility fixes them);
+    # var_c = (n - 1) / n * sum (loo - mean)^2, var = sum_c w_c^2 var_c, utility +- z * sd.
+    rng = np.random.default_rng(11)
+    sizes = {"a": 6, "b": 9, "c": 3, "d": 7}  # "c" is skipped (3 items)
+    labels = [y for y, n in sizes.items() for _ in range(n)]
+    n_items = len(labels)
+    x = rng.normal(0, 1, (n_items, 16)) + 1.0
+    z = rng.normal(0, 1, (n_items, 2)) + 0.3 * x[:, :2]
+    out = conditional_hsic(
+        torch.tensor(x), labels, {"z": torch.tensor(z)}, mode=mode, averaging=averaging,
+        permutations=0,
+    )["z"]  # fmt: skip
+    assert out.interval == "jackknife"
+    if mode == "standard":
+        zs = (z - z.mean(0)) / z.std(0)
+        sigma2 = float(np.median(pdist(zs))) ** 2
+    else:
+        zs, sigma2 = z, 0.05
+    weights, variances, values = [], [], []
+    for y in sorted(sizes):
+        idx = [i for i, lab in enumerate(labels) if lab == y]
+        if len(idx) <= 3:
+            continue
+        n = len(idx)
+        values.append(textbook_class_hsic(x[idx], zs[idx], sigma2, mode))
+        loo = np.array(
+            [
+                textbook_class_hsic(
+                    x[idx[:j] + idx[j + 1 :]], zs[idx[:j] + idx[j + 1 :]], sigma2, mode
+                )
+                for j in range(n)
+            ]
+        )
+        variances.append((n - 1) / n * np.sum((loo - loo.mean()) ** 2))
+        weights.append(1.0 if averaging == "plain" else float(n))
+    w = np.array(weights) / np.sum(weights)
+    utility = float(w @ np.array(values))
+    half = 1.959963984540054 * math.sqrt(float(np.sum(w**2 * np.array(variances))))
+    assert half > 0
+    assert out.utility == pytest.approx(utility, rel=1e-9)
+    assert out.low == pytest.approx(utility - half, rel=1e-9, abs=1e-15)
+    assert out.high == pytest.approx(utility + half, rel=1e-9, abs=1e-15)
 
 
 def test_item_means_voiced_and_reference_zero_fill():
@@ -376,7 +426,7 @@ def test_select_recipe_end_to_end(tiny_cuts, tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(
         select,
         "pseudolabel_backend",
-        lambda: select.PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
+        lambda: PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
     )
     cfg = select.SelectConfig(
         cuts=tiny_cuts,
@@ -391,12 +441,12 @@ def test_select_recipe_end_to_end(tiny_cuts, tmp_path, monkeypatch, one_thread):
     assert on_disk["ranking"] == json.loads(json.dumps(result["ranking"]))
     names = [r["name"] for r in result["ranking"]]
     assert sorted(names) == ["energy", "f0", "zcr"]  # mfcc/logmel are baselines, not ranked
-    utilities = [r["utility"] for r in result["ranking"]]
-    assert utilities == sorted(utilities)
     assert [r["rank"] for r in result["ranking"]] == [1, 2, 3]
     for r in result["ranking"]:
         assert r["classes_skipped"] == 1 and r["classes_used"] == 3
-        assert 0 < r["p_value"] <= 1 and r["low"] <= r["high"]
+        # a permutation p-value is (1 + count) / (1 + B) with 0 <= count <= B
+        count = r["p_value"] * 31 - 1
+        assert count == pytest.approx(round(count), abs=1e-4) and 0 <= round(count) <= 30
     assert result["counts"]["too_short"] == 1 and result["counts"]["items"] == 21
     assert {r["name"]: r["voiced_only"] for r in result["ranking"]}["f0"] is True
     for kind in ("softmax", "sparsemax"):
@@ -409,13 +459,55 @@ def test_select_recipe_end_to_end(tiny_cuts, tmp_path, monkeypatch, one_thread):
     assert (tmp_path / "run" / "config.yaml").is_file()
 
 
+@pytest.fixture
+def planted_cuts(tmp_path: Path) -> Path:
+    """4 speakers, each one exact tone frequency; the loudness varies within each speaker."""
+    rng = np.random.default_rng(12)
+    rows = []
+    for s, freq in enumerate((180.0, 330.0, 610.0, 1100.0)):
+        for i in range(10):
+            t = np.arange(int(rng.uniform(0.4, 0.8) * 16000)) / 16000
+            x = rng.uniform(0.02, 0.6) * np.sin(2 * np.pi * freq * t)
+            p = tmp_path / "wav" / f"s{s}_{i}.wav"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(p, x.astype(np.float32), 16000)
+            rows.append(Row(p, {"speaker": f"s{s}"}))
+    cuts, _ = build_cutset(rows, progress=False, workers=1)
+    return save_cuts(cuts, tmp_path / "planted.jsonl.gz")
+
+
+def test_select_ranks_the_pseudo_label_that_only_follows_the_class_first(
+    planted_cuts, tmp_path, monkeypatch, one_thread
+):
+    # The zero-crossing rate of a pure tone is its frequency: a function of the speaker alone,
+    # so independent of the speech given the speaker (the ideal candidate). The energy follows
+    # the loudness, which changes the log-mel within each speaker: dependent.
+    from speechssl.recipes import select
+
+    monkeypatch.setattr(
+        select,
+        "pseudolabel_backend",
+        lambda: PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
+    )
+    cfg = select.SelectConfig(
+        cuts=planted_cuts, label="speaker", out=tmp_path / "run", permutations=100,
+        candidates=["energy", "zcr"], frames=10,
+    )  # fmt: skip
+    ranking = select.run_select(cfg)["ranking"]
+    by_name = {r["name"]: r for r in ranking}
+    assert [r["name"] for r in ranking] == ["zcr", "energy"]
+    assert by_name["energy"]["p_value"] <= 2 / 101  # beyond (almost) every permutation
+    assert by_name["zcr"]["p_value"] > 0.05
+    assert by_name["zcr"]["high"] < by_name["energy"]["low"]  # the intervals do not overlap
+
+
 def test_select_recipe_user_errors(tiny_cuts, tmp_path, monkeypatch):
     from speechssl.recipes import select
 
     monkeypatch.setattr(
         select,
         "pseudolabel_backend",
-        lambda: select.PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
+        lambda: PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
     )
     with pytest.raises(UserError, match="unknown pseudo-label nope"):
         select.run_select(

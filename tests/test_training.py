@@ -190,3 +190,82 @@ def test_tensorboard_gets_the_same_scalars_as_the_jsonl(cuts, tmp_path):
     events.Reload()
     losses = {e.step: e.value for e in events.Scalars("loss")}
     assert losses == pytest.approx({r["step"]: r["loss"] for r in records}, rel=1e-6)
+
+
+# -- the objective contract --------------------------------------------------------------------
+
+
+def test_every_schedule_reaches_the_objective_as_step_data(cuts, tmp_path):
+    """Schedules are data: each call gets this step's index, lr, EMA momentum and the
+    recipe's arrays, so no objective counts steps itself."""
+    seed_everything(0)
+    objective = ToyObjective(noise=0.0)
+    tau = np.linspace(0.04, 0.07, 5)
+    config = _config(max_steps=5, accum_steps=2, ema_start=0.99, batch_duration=0.25)
+    trainer = Trainer(ToyModel(), objective, cuts, CutDataset(), config, tmp_path / "run",
+                      schedules={"tau_t": tau})  # fmt: skip
+    trainer.fit()
+    assert [s.index for s in objective.steps] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # 2 micro-batches
+    every_other = objective.steps[::2]
+    np.testing.assert_array_equal([s["tau_t"] for s in every_other], tau)
+    np.testing.assert_array_equal([s.lr for s in every_other], trainer.lr)
+    np.testing.assert_array_equal([s.momentum for s in every_other], trainer.ema)
+    with pytest.raises(KeyError, match="no schedule 'tau_s'.*tau_t"):
+        every_other[0]["tau_s"]
+    with pytest.raises(ValueError, match="one value per step"):
+        Trainer(ToyModel(), objective, cuts, CutDataset(), config, tmp_path / "r2",
+                schedules={"tau_t": tau[:4]})  # fmt: skip
+
+
+def test_a_plain_function_is_an_objective_without_hooks(cuts, tmp_path):
+    seen = []
+
+    def mse(model, batch, step):
+        seen.append(step.index)
+        return ToyObjective(noise=0.0)(model, batch, step)
+
+    _train(cuts, tmp_path / "run", objective=mse, max_steps=3)
+    assert seen == [0, 1, 2]
+
+
+class _Grads(ToyObjective):
+    """Records the gradients the optimizer is about to apply."""
+
+    def __init__(self) -> None:
+        super().__init__(noise=0.0)
+        self.grads: list[list[torch.Tensor]] = []
+
+    def cancel_gradients(self, model, step):
+        self.grads.append([p.grad.detach().clone() for p in model.parameters()])
+
+
+def test_sgd_with_momentum_follows_the_textbook_update(cuts, tmp_path):
+    """``train.optimizer sgd``: v <- mu v + g, p <- p - lr v (constant lr, no decay)."""
+    seed_everything(0)
+    start = [p.detach().clone() for p in ToyModel().parameters()]
+    probe = _Grads()
+    trainer, model = _train(cuts, tmp_path / "run", objective=probe, max_steps=3,
+                            optimizer="sgd", momentum=0.9, lr=0.05, min_lr=0.05,
+                            warmup_steps=0)  # fmt: skip
+    assert type(trainer.optimizer) is torch.optim.SGD
+    expected = []
+    for p0, *grads in zip(start, *probe.grads, strict=True):
+        v, p = torch.zeros_like(p0), p0.clone()
+        for g in grads:
+            v = 0.9 * v + g
+            p = p - 0.05 * v
+        expected.append(p)
+    for got, want in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_methods_bring_their_own_optimisation_defaults():
+    """The trainer's defaults are neutral; DINO's weight decay and clipping stay in DINO."""
+    from speechssl.recipes.dino import DinoConfig
+    from speechssl.recipes.pretrain import PretrainConfig
+
+    neutral = TrainConfig()
+    assert (neutral.weight_decay, neutral.grad_clip, neutral.optimizer) == (0.0, None, "adamw")
+    dino, pretrain = DinoConfig().train, PretrainConfig().train
+    assert (dino.weight_decay, dino.weight_decay_end, dino.grad_clip) == (0.04, 0.4, 3.0)
+    assert pretrain.weight_decay == 0.01 and pretrain.weight_decay_end is None

@@ -4,6 +4,10 @@ Not part of the library: the subprocess tests (kill + resume, torchrun) run this
 in-process tests import its pieces. The objective is a denoising auto-encoder over 10 ms frames
 of raw audio; its input noise is drawn from torch's global RNG, so an exact resume also proves
 that RNG states are restored.
+
+``--method`` picks what trains: ``toy`` (the auto-encoder on whole cuts), ``pretrain`` (the
+auto-encoder on the pretraining data pipeline's seeded random crops) or ``dino`` (a tiny
+ECAPA-TDNN through the DINO recipe, with random crops and augmentation).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from lhotse.dataset import SimpleCutSampler
 
 from speechssl.audio.io import recording
 from speechssl.data.batching import CutDataset
+from speechssl.data.pretrain import PretrainDataset
+from speechssl.objectives.base import Objective, Step
 from speechssl.training import TrainConfig, Trainer, seed_everything
 
 FRAME = 160
@@ -40,7 +46,7 @@ class ToyModel(torch.nn.Module):
         return self.head(torch.tanh(self.norm(self.enc(frames))))
 
 
-class ToyObjective:
+class ToyObjective(Objective):
     """Mean squared error of reconstructing clean frames from noisy ones."""
 
     def __init__(self, noise: float = 0.1, sleep: float = 0.0, nan_at: int | None = None) -> None:
@@ -48,8 +54,10 @@ class ToyObjective:
         self.calls = 0
         self.seen_steps: list[int] = []
         self.momenta: list[float | None] = []
+        self.steps: list[Step] = []  # every Step the trainer handed to __call__
 
-    def __call__(self, model, batch):
+    def __call__(self, model, batch, step):
+        self.steps.append(step)
         if self.sleep:
             time.sleep(self.sleep)
         n = batch.audio.shape[1] // FRAME
@@ -61,9 +69,9 @@ class ToyObjective:
             loss = loss * float("nan")
         return loss, {"rms": frames.pow(2).mean().sqrt()}
 
-    def after_step(self, model, step, momentum):
-        self.seen_steps.append(step)
-        self.momenta.append(momentum)
+    def after_step(self, model, step):
+        self.seen_steps.append(step.index)
+        self.momenta.append(step.momentum)
 
     def state_dict(self):
         return {"calls": torch.tensor(self.calls)}
@@ -86,8 +94,29 @@ def make_cuts(folder: Path, n: int = 8, seconds: float = 0.1, seed: int = 0) -> 
     return CutSet.from_cuts(cuts)
 
 
+def dino_trainer(args: argparse.Namespace) -> Trainer:
+    """The DINO recipe's trainer, sized for a test: 16-channel ECAPA, 32 prototypes."""
+    from speechssl.config import build
+    from speechssl.recipes.dino import DinoConfig, build_dino_trainer
+
+    cli = {
+        "data.train": [args.cuts], "data.batch_size": args.batch, "data.babble_pool": 4,
+        "model.ecapa.channels": 16, "model.ecapa.mfa_dim": 32, "model.ecapa.emb_dim": 16,
+        "model.ecapa.attention_dim": 8, "crops.global_seconds": 0.35, "crops.local_crops": 2,
+        "crops.local_seconds": 0.1, "augment.gain_prob": 0.5, "augment.noise_prob": 0.8,
+        "augment.reverb_prob": 0.5, "dino.out_dim": 32, "dino.hidden_dim": 16,
+        "dino.bottleneck_dim": 8, "dino.tau_t_warmup_steps": 5, "train.max_steps": args.max_steps,
+        "train.warmup_steps": 3, "train.log_every": 1, "train.ckpt_every": args.ckpt_every,
+        "train.keep_last": 2, "train.num_workers": args.workers, "train.deterministic": True,
+        "out": args.run_dir, "resume": args.resume,
+    }  # fmt: skip
+    return build_dino_trainer(build(DinoConfig, cli))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--method", choices=["toy", "pretrain", "dino"], default="toy")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--cuts", required=True)
     p.add_argument("--run-dir", required=True)
     p.add_argument("--max-steps", type=int, default=20)
@@ -113,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
         sampler = SimpleCutSampler(
             cuts, max_cuts=args.batch, shuffle=True, drop_last=True, world_size=world, rank=rank
         )
+    if args.method == "dino":
+        trainer = dino_trainer(args)
+        if args.sleep:  # leave the killing test time between checkpoints
+            step = trainer.train_step
+            trainer.train_step = lambda: (time.sleep(args.sleep), step())[1]
+        _fit_and_save(trainer, args.run_dir, rank, world)
+        return
     seed_everything(0)
     model = ToyModel(args.hidden)
     config = TrainConfig(
@@ -128,24 +164,33 @@ def main(argv: list[str] | None = None) -> None:
         log_every=1,
         ckpt_every=args.ckpt_every,
         keep_last=2,
-        num_workers=0,
+        num_workers=args.workers,
         deterministic=True,
         resume=args.resume,
     )
+    if args.method == "pretrain":  # seeded crops of 0.2 s at whole-frame offsets
+        dataset = PretrainDataset(lambda n: n // 320, crop_seconds=0.2, seed=7)
+    else:
+        dataset = CutDataset()
     trainer = Trainer(
         model,
         ToyObjective(noise=args.noise, sleep=args.sleep),
         sampler,
-        CutDataset(),
+        dataset,
         config,
         args.run_dir,
         model_spec={"kind": "toy", "config": {"hidden": args.hidden}},
     )
+    _fit_and_save(trainer, args.run_dir, rank, world)
+
+
+def _fit_and_save(trainer: Trainer, run_dir: str, rank: int, world: int) -> None:
+    """Train, then write this rank's weights and buffers (the tests compare them)."""
     trainer.fit()
     from safetensors.torch import save_file
 
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(Path(args.run_dir) / f"final-rank{rank}.safetensors"))
+    weights = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(weights, str(Path(run_dir) / f"final-rank{rank}.safetensors"))
     if world > 1:
         torch.distributed.destroy_process_group()
 

@@ -41,12 +41,16 @@ def _commands() -> list[Command]:
     from speechssl.recipes.assess import AssessConfig
     from speechssl.recipes.correlate import CorrelateConfig
     from speechssl.recipes.demo import DemoConfig
-    from speechssl.recipes.dino import DinoConfig, SupervisedConfig
-    from speechssl.recipes.finetune import EmbedConfig, FinetuneConfig, VerifyConfig
+    from speechssl.recipes.dino import DinoConfig
+    from speechssl.recipes.embed import EmbedConfig
+    from speechssl.recipes.finetune import FinetuneConfig
     from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig
-    from speechssl.recipes.pretrain import NextIterationConfig, PretrainConfig
+    from speechssl.recipes.pretrain import PretrainConfig
+    from speechssl.recipes.pretrain_next import NextIterationConfig
     from speechssl.recipes.probe import ProbeConfig
     from speechssl.recipes.select import SelectConfig
+    from speechssl.recipes.supervised import SupervisedConfig
+    from speechssl.recipes.verify import VerifyConfig
 
     cmds = [
         Command(
@@ -249,7 +253,7 @@ def _pretrain(cfg) -> int:
 
 
 def _pretrain_next(cfg) -> int:
-    from speechssl.recipes.pretrain import second_iteration
+    from speechssl.recipes.pretrain_next import second_iteration
 
     last = second_iteration(cfg.run, cfg.layer, cfg.k, cfg.cuts, cfg.out, max_frames=cfg.max_frames)
     print(f"next iteration done: {cfg.out}/pretrain (last checkpoint {last})")
@@ -257,19 +261,21 @@ def _pretrain_next(cfg) -> int:
 
 
 def _probe(cfg) -> int:
-    from speechssl.recipes.probe import render_markdown, run_probe
+    from speechssl.recipes.probe import run_probe
+    from speechssl.report.probe import render_probe
 
     results = run_probe(cfg)
-    print(render_markdown(results))
+    print(render_probe(results))
     print(f"results: {cfg.out}/results.json")
     return 0
 
 
 def _select(cfg) -> int:
-    from speechssl.recipes.select import render_markdown, run_select
+    from speechssl.recipes.select import run_select
+    from speechssl.report.selection import render_selection
 
     result = run_select(cfg)
-    print(render_markdown(result))
+    print(render_selection(result))
     print(f"results: {cfg.out}/selection.json")
     return 0
 
@@ -301,7 +307,7 @@ def _dino(cfg) -> int:
 
 
 def _supervised(cfg) -> int:
-    from speechssl.recipes.dino import run_supervised
+    from speechssl.recipes.supervised import run_supervised
 
     run = run_supervised(cfg)
     print(f"supervised baseline done: {run} (labels: {run}/labels.json)")
@@ -309,22 +315,23 @@ def _supervised(cfg) -> int:
 
 
 def _finetune(cfg) -> int:
-    from speechssl.recipes.finetune import render, run_finetune
+    from speechssl.recipes.finetune import run_finetune
+    from speechssl.report.finetune import render_finetune
 
-    print(render(run_finetune(cfg)))
+    print(render_finetune(run_finetune(cfg)))
     print(f"results: {cfg.out}/results.json")
     return 0
 
 
 def _embed(cfg) -> int:
-    from speechssl.recipes.finetune import run_embed
+    from speechssl.recipes.embed import run_embed
 
     print(f"embeddings: {run_embed(cfg)}")
     return 0
 
 
 def _verify(cfg) -> int:
-    from speechssl.recipes.finetune import run_verify
+    from speechssl.recipes.verify import run_verify
 
     r = run_verify(cfg)
     print(f"EER {100 * r['eer']:.2f} %  minDCF(0.01) {r['min_dcf_0.01']:.3f}  "

@@ -53,6 +53,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "speechssl"
 
 
+def probe_cache_dir() -> Path:
+    """Default cache of probe features and prepared task CutSets: ``<cache root>/probe``."""
+    return cache_root() / "probe"
+
+
 def run_dir_for(output_file: str | Path) -> Path:
     """The run folder of a job whose result is one file: ``cuts.jsonl.gz`` -> ``cuts.run/``."""
     p = Path(output_file)

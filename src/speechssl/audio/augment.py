@@ -8,11 +8,11 @@ room acts on the speech, the noise is added at the microphone):
    A faster crop is shorter and is zero-padded at the end; a slower one is longer and a
    random window of the original length is kept.
 2. reverberation: a synthetic RIR (decaying noise with a drawn RT60 and direct-to-reverberant
-   ratio) or a random RIR of ``rir_folder``; no delay, input level kept (:mod:`.reverb`).
+   ratio) or a random RIR of ``rir_manifest``; no delay, input level kept (:mod:`.reverb`).
 3. noise at a drawn SNR (:mod:`.noise` defines SNR and what silence does), of one kind drawn
    uniformly from those available: ``coloured`` (1/f^beta), ``babble`` (3-7 other
-   utterances of the training pool, each at the same active power) and ``folder`` (a random
-   crop of a random file of ``noise_folder``, e.g. MUSAN).
+   utterances of the training pool, each at the same active power) and ``recorded`` (a
+   random crop of a random recording of ``noise_manifest``, e.g. MUSAN).
 4. gain in dB. Samples are float and are not clipped; a gain can take them past +-1.
 
 All randomness comes from the ``torch.Generator`` passed to each call, so a crop is
@@ -30,18 +30,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lhotse import CutSet
 from lhotse.cut import Cut
 
 from speechssl.audio.io import SAMPLE_RATE, load_cut
 from speechssl.audio.noise import SILENCE_POWER, active_power, coloured_noise, mix_at_snr
 from speechssl.audio.reverb import prepare_rir, reverberate, synthetic_rir
 from speechssl.config import opt
-from speechssl.data.manifest import load_cuts
 from speechssl.errors import UserError
 
 __all__ = ["NOISE_KINDS", "AugmentConfig", "Augmenter", "change_speed"]
 
-NOISE_KINDS = ("coloured", "babble", "folder")
+NOISE_KINDS = ("coloured", "babble", "recorded")
 
 
 @dataclass
@@ -52,19 +52,21 @@ class AugmentConfig:
     noise_kinds: list[str] = opt(
         factory=lambda: list(NOISE_KINDS),
         help="noise sources drawn uniformly among those available: coloured; babble (needs a "
-        "pool of utterances); folder (needs noise-folder)",
+        "pool of utterances); recorded (needs noise-manifest)",
     )
-    noise_snr: tuple[float, float] = opt((0.0, 18.0), "SNR range (dB) of coloured and folder noise")
+    noise_snr: tuple[float, float] = opt(
+        (0.0, 18.0), "SNR range (dB) of coloured and recorded noise"
+    )
     coloured_beta: tuple[float, float] = opt(
         (0.0, 2.0), "exponent range of coloured noise's 1/f^beta spectrum (0 white, 2 brown)"
     )
     babble_snr: tuple[float, float] = opt((3.0, 18.0), "SNR range (dB) of babble")
     babble_speakers: tuple[int, int] = opt((3, 7), "number of utterances mixed into babble")
-    noise_folder: Path | None = opt(
+    noise_manifest: Path | None = opt(
         None, "CutSet manifest of noise recordings, e.g. MUSAN (`speechssl data prepare folder`)"
     )
     reverb_prob: float = opt(0.45, "probability of reverberating a crop")
-    rir_folder: Path | None = opt(None, "CutSet manifest of recorded RIRs (none: synthetic RIRs)")
+    rir_manifest: Path | None = opt(None, "CutSet manifest of recorded RIRs (none: synthetic RIRs)")
     rt60: tuple[float, float] = opt((0.2, 1.0), "RT60 range (s) of synthetic RIRs")
     drr_db: tuple[float, float] = opt(
         (-3.0, 12.0), "direct-to-reverberant ratio range (dB) of synthetic RIRs"
@@ -90,18 +92,18 @@ class Augmenter:
         self.cfg = cfg
         self.babble_pool = list(babble_pool) if babble_pool is not None else []
         _check_rate(self.babble_pool, "babble pool")
-        self.noise_cuts = _manifest(cfg.noise_folder, "noise-folder")
-        self.rir_cuts = _manifest(cfg.rir_folder, "rir-folder")
+        self.noise_cuts = _manifest(cfg.noise_manifest, "noise-manifest")
+        self.rir_cuts = _manifest(cfg.rir_manifest, "rir-manifest")
         available = {
             "coloured": True,
             "babble": bool(self.babble_pool),
-            "folder": bool(self.noise_cuts),
+            "recorded": bool(self.noise_cuts),
         }
         self.kinds = [k for k in dict.fromkeys(cfg.noise_kinds) if available[k]]
         if cfg.noise_prob > 0 and not self.kinds:
             raise UserError(
                 f"augmentation: none of the noise kinds {', '.join(cfg.noise_kinds)} is "
-                "available (babble needs a pool of utterances, folder needs noise-folder)"
+                "available (babble needs a pool of utterances, recorded needs noise-manifest)"
             )
         self._cache: dict[str, np.ndarray | torch.Tensor] = {}
         self._cache_bytes = 0
@@ -152,7 +154,7 @@ class Augmenter:
                 "coloured": f"coloured beta {_rng(cfg.coloured_beta)} at {_rng(cfg.noise_snr)} dB",
                 "babble": f"babble of {_rng(cfg.babble_speakers)} from {len(self.babble_pool)} "
                 f"utterances at {_rng(cfg.babble_snr)} dB",
-                "folder": f"{len(self.noise_cuts)} noise files at {_rng(cfg.noise_snr)} dB",
+                "recorded": f"{len(self.noise_cuts)} noise recordings at {_rng(cfg.noise_snr)} dB",
             }
             parts.append(f"noise p={cfg.noise_prob:g} ({'; '.join(kinds[k] for k in self.kinds)})")
         if cfg.gain_prob > 0:
@@ -178,7 +180,7 @@ class Augmenter:
         if kind == "coloured":
             noise = coloured_noise(n, _uniform(cfg.coloured_beta, g), g)
             return mix_at_snr(x, noise, _uniform(cfg.noise_snr, g))
-        if kind == "folder":
+        if kind == "recorded":
             cut = self.noise_cuts[_randint(0, len(self.noise_cuts) - 1, g)]
             noise = self._segment(cut, n, g, cache=True)
             return mix_at_snr(x, noise, _uniform(cfg.noise_snr, g))
@@ -312,10 +314,16 @@ def _manifest(path: str | Path | None, option: str) -> list[Cut]:
             f"augmentation {option} must be a CutSet manifest (.jsonl.gz from "
             f"`speechssl data prepare folder`), not a folder: {path}"
         )
+    if not path.is_file():
+        raise UserError(f"augmentation {option}: cut manifest not found: {path}")
     try:
-        cuts = list(load_cuts(path))
-    except UserError as exc:
-        raise UserError(f"augmentation {option}: {exc}") from None
+        cuts = list(CutSet.from_file(path))
+    except Exception as exc:
+        raise UserError(
+            f"augmentation {option}: {path} is not a lhotse CutSet manifest ({exc})"
+        ) from None
+    if not cuts:
+        raise UserError(f"augmentation {option}: cut manifest is empty: {path}")
     _check_rate(cuts, option)
     return cuts
 

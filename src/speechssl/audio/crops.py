@@ -8,8 +8,10 @@ RNG, which ``DataLoader`` already seeds differently in each worker).
 Inputs shorter than ``length`` are handled by ``mode``:
 
 * ``"zero"``: zero-pad at the end; valid length = the input length.
-* ``"repeat"``: tile the input until it fills ``length``; every sample is real signal, so the
-  valid length = ``length`` (an empty input cannot be tiled and is zero-padded, valid 0).
+* ``"repeat"``: tile the input in a loop until it fills ``length``; every sample is real
+  signal, so the valid length = ``length`` (an empty input cannot be tiled and is zero-padded,
+  valid 0). :func:`random_crop` reads the loop from a random start within the input (so short
+  utterances give varied crops too), :func:`fixed_crop` from its first sample.
 * ``"none"``: return the input unchanged (shorter than ``length``); valid length = its length.
   Useful when a collator pads the batch anyway.
 """
@@ -34,15 +36,18 @@ def random_offset(total: int, length: int, generator: torch.Generator | None = N
     return int(torch.randint(total - length + 1, (1,), generator=generator).item())
 
 
-def _pad(wave: torch.Tensor, length: int, mode: PadMode) -> tuple[torch.Tensor, int]:
-    """Bring a wave with ``T <= length`` samples to ``length`` samples according to ``mode``."""
+def _pad(
+    wave: torch.Tensor, length: int, mode: PadMode, start: int = 0
+) -> tuple[torch.Tensor, int]:
+    """Bring a wave with ``T <= length`` samples to ``length`` samples according to ``mode``;
+    ``"repeat"`` reads the loop from sample ``start``."""
     total = wave.shape[-1]
     if mode == "none" or total == length:
         return wave, total
     if mode == "repeat" and total > 0:
-        reps = -(-length // total)  # ceil
+        reps = -(-(start + length) // total)  # ceil
         tiled = wave.repeat(*([1] * (wave.dim() - 1)), reps)
-        return tiled[..., :length], length
+        return tiled[..., start : start + length], length
     if mode in ("zero", "repeat"):
         pad = wave.new_zeros((*wave.shape[:-1], length - total))
         return torch.cat([wave, pad], dim=-1), total
@@ -65,12 +70,15 @@ def random_crop(
     """A uniformly placed ``length``-sample crop of ``wave`` and its valid length.
 
     Every start in ``[0, T - length]`` is equally likely, so the whole signal is reachable.
-    Short inputs are padded per ``mode`` (module docstring). The crop is a view when no
-    padding is needed.
+    Short inputs are padded per ``mode`` (module docstring); ``"repeat"`` starts its loop at a
+    uniform sample of the input. The crop is a view when no padding is needed.
     """
     _check(wave, length)
     total = wave.shape[-1]
     if total < length:
+        if mode == "repeat" and total > 0:
+            start = int(torch.randint(total, (1,), generator=generator).item())
+            return _pad(wave, length, mode, start)
         return _pad(wave, length, mode)
     start = random_offset(total, length, generator)
     return wave[..., start : start + length], length

@@ -1,4 +1,4 @@
-"""Log-mel filterbank features, batched and padding-aware.
+"""Log-mel filterbank and MFCC features, batched and padding-aware.
 
 Conventions (shared by every model that consumes these features):
 
@@ -16,11 +16,13 @@ Conventions (shared by every model that consumes these features):
   Features of padded frames are set to exactly ``0``.
 
 Because frames never read past an utterance's own length, the features of a batch equal the
-per-utterance features on valid frames, whatever the padding holds.
+per-utterance features on valid frames, whatever the padding holds. :class:`Mfcc` (the DCT of
+a log-mel, with deltas) keeps that property: its deltas repeat each row's last valid frame.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +30,17 @@ import torch
 
 from speechssl.audio.io import SAMPLE_RATE
 
-__all__ = ["LogMel", "LogMelOutput", "hz_to_mel", "mel_to_hz", "mel_filterbank", "num_frames"]
+__all__ = [
+    "LogMel",
+    "LogMelOutput",
+    "Mfcc",
+    "dct_matrix",
+    "deltas",
+    "hz_to_mel",
+    "mel_filterbank",
+    "mel_to_hz",
+    "num_frames",
+]
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray | float:
@@ -176,7 +188,8 @@ class LogMel(torch.nn.Module):
         # Frames are views into the wave; each only reads samples inside its own row's length.
         frames = wave.to(self.fb.dtype).unfold(1, self.win_length, self.hop_length)
         # On CPU, tiles of ~chunk_frames frames keep the FFT/matmul working set in cache
-        # (3-4x faster than one huge tensor for batches of long files); GPUs prefer one tile.
+        # (faster than one huge tensor for batches of long files: benchmarks/results/
+        # logmel.md); GPUs prefer one tile.
         tile = self.chunk_frames if wave.device.type == "cpu" else batch * n_out
         rows = max(1, tile // n_out)
         step = min(n_out, tile)
@@ -197,3 +210,58 @@ class LogMel(torch.nn.Module):
             f"sample_rate={self.sample_rate}, n_mels={self.n_mels}, n_fft={self.n_fft}, "
             f"win_length={self.win_length}, hop_length={self.hop_length}, floor={self.floor}"
         )
+
+
+def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """Orthonormal DCT-II basis ``[n_in, n_out]`` (the MFCC transform of log-mel energies)."""
+    n = torch.arange(n_in, dtype=torch.float64)
+    k = torch.arange(n_out, dtype=torch.float64)
+    basis = torch.cos(math.pi / n_in * (n[:, None] + 0.5) * k[None, :]) * math.sqrt(2.0 / n_in)
+    basis[:, 0] /= math.sqrt(2.0)
+    return basis.float()
+
+
+def deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """Regression deltas over time of ``[B, F, D]`` (edge frames repeated), HTK formula."""
+    if x.shape[1] == 0:
+        return x.clone()
+    padded = torch.cat([x[:, :1].expand(-1, width, -1), x, x[:, -1:].expand(-1, width, -1)], 1)
+    frames = x.shape[1]
+    num = sum(
+        k * (padded[:, width + k : width + k + frames] - padded[:, width - k : width - k + frames])
+        for k in range(1, width + 1)
+    )
+    return num / (2 * sum(k * k for k in range(1, width + 1)))
+
+
+class Mfcc(torch.nn.Module):
+    """13 MFCCs (orthonormal DCT of 40 log-mel bins, no lifter) with deltas and delta-deltas:
+    39 dims at the log-mel's frames. Returns a :class:`LogMelOutput` (features ``[B, F, D]``,
+    0 on padded frames)."""
+
+    def __init__(self, n_mfcc: int = 13, n_mels: int = 40, with_deltas: bool = True):
+        super().__init__()
+        self.logmel = LogMel(n_mels=n_mels)
+        self.register_buffer("dct", dct_matrix(n_mels, n_mfcc), persistent=False)
+        self.with_deltas = with_deltas
+        self.dim = n_mfcc * (3 if with_deltas else 1)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.logmel.frame_rate
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> LogMelOutput:
+        feats, mask, counts = self.logmel(wave, lengths)
+        c = feats @ self.dct
+        if self.with_deltas:
+            # Repeat each row's last valid frame into its padding before each delta, so that
+            # deltas near the end of a row are the same as for that utterance alone.
+            t = torch.arange(c.shape[1], device=c.device)[None, :]
+            idx = torch.minimum(t, (counts - 1).clamp(min=0)[:, None])[..., None]
+
+            def extend(x: torch.Tensor) -> torch.Tensor:
+                return x.gather(1, idx.expand(-1, -1, x.shape[-1]))
+
+            d = deltas(extend(c))
+            c = torch.cat([c, d, deltas(extend(d))], dim=-1)
+        return LogMelOutput(c * mask[..., None], mask, counts)

@@ -8,6 +8,11 @@ as CutSets, so :class:`CutDataset` is "map-style" with a CutSet as its index and
     sampler = DynamicBucketingSampler(train_cuts, max_duration=200, shuffle=True)
     loader = DataLoader(CutDataset(encoders, max_duration=4.0), sampler=sampler, batch_size=None)
 
+Randomness (crops, augmentation) of one mini-batch comes from :class:`BatchRNG`: the trainer
+hands each dataset a :class:`SeededCuts`, whose seed it derives from the batch's position
+(train seed, rank, epoch, index in the epoch), so a batch draws the same crops with 0 or N
+DataLoader workers and after a resume, and ranks and epochs draw different ones.
+
 Labels are read from the first supervision's custom fields (``cut.supervisions[0].custom``),
 falling back to the supervision's own attribute of that name (``speaker``, ``gender``,
 ``language``) and then to ``cut.custom``. They are turned into class indices by a
@@ -17,10 +22,11 @@ split agrees on the mapping.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
@@ -31,12 +37,15 @@ from speechssl.errors import UserError
 
 __all__ = [
     "Batch",
+    "BatchRNG",
     "CutDataset",
     "LabelEncoder",
     "LabelError",
+    "SeededCuts",
     "build_label_encoders",
     "collate_cuts",
     "get_label",
+    "mix_seed",
 ]
 
 CropMode = Literal["random", "start", "center"]
@@ -225,24 +234,58 @@ def collate_cuts(
     return Batch(audio, lengths, mask, labels, [c.id for c in cuts])
 
 
-class WorkerRNG:
-    """A ``torch.Generator`` per DataLoader worker, seeded ``seed + worker id``, made on first
-    use in each process (generators do not pickle); ``seed=None`` means torch's global RNG."""
+def mix_seed(*parts: int) -> int:
+    """One seed in ``[0, 2**63)`` from integers, order-sensitive and well spread (numpy's
+    ``SeedSequence``): nearby inputs such as consecutive batch indices give unrelated streams."""
+    words = [int(p) % 2**64 for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
+
+
+@dataclass(frozen=True)
+class SeededCuts:
+    """A sampler's mini-batch with the seed of its randomness (the trainer makes these).
+
+    Iterates and sizes like its cuts, so code that only reads the cuts need not unwrap it.
+    """
+
+    cuts: Any  # a CutSet, or any iterable of cuts
+    seed: int
+
+    def __iter__(self) -> Iterator[Cut]:
+        return iter(self.cuts)
+
+    def __len__(self) -> int:
+        return len(self.cuts)
+
+
+class BatchRNG:
+    """Splits a dataset's index item into ``(cuts, generator)``: where a batch's randomness
+    comes from.
+
+    * :class:`SeededCuts` (from the trainer): a fresh generator seeded with the item's seed,
+      mixed with ``seed`` when one is set. It depends only on the batch's position, so workers,
+      epochs and resumes need no generator state.
+    * plain cuts (the Python API, tests): one generator per process, seeded ``seed + worker
+      id`` and advancing from batch to batch; ``seed=None`` gives ``None`` (torch's global RNG).
+    """
 
     def __init__(self, seed: int | None) -> None:
         self.seed = seed
         self._generator: torch.Generator | None = None
         self._worker: int | None = None
 
-    def __call__(self) -> torch.Generator | None:
+    def __call__(self, item: Any) -> tuple[Any, torch.Generator | None]:
+        if isinstance(item, SeededCuts):
+            seed = item.seed if self.seed is None else mix_seed(self.seed, item.seed)
+            return item.cuts, torch.Generator().manual_seed(seed)
         if self.seed is None:
-            return None
+            return item, None
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
         if self._generator is None or self._worker != worker:
             self._generator = torch.Generator().manual_seed(self.seed + worker)
             self._worker = worker
-        return self._generator
+        return item, self._generator
 
     def __getstate__(self) -> dict[str, Any]:
         return {"seed": self.seed, "_generator": None, "_worker": None}
@@ -251,9 +294,9 @@ class WorkerRNG:
 class CutDataset(torch.utils.data.Dataset):
     """A map-style dataset indexed by CutSet mini-batches, as yielded by lhotse samplers.
 
-    With ``seed`` set, random crops come from a private generator seeded with
-    ``seed + worker_id`` (created lazily inside each ``DataLoader`` worker, so workers do not
-    repeat each other's crops); without it they use torch's global RNG.
+    Random crops draw from :class:`BatchRNG` (``seed`` mixed into the trainer's batch seeds;
+    outside the trainer a generator seeded ``seed + worker_id``, or torch's global RNG
+    without a seed).
     """
 
     def __init__(
@@ -269,14 +312,15 @@ class CutDataset(torch.utils.data.Dataset):
         self.max_duration = max_duration
         self.crop = crop
         self.seed = seed
-        self._rng = WorkerRNG(seed)
+        self._rng = BatchRNG(seed)
 
-    def __getitem__(self, cuts: CutSet) -> Batch:
+    def __getitem__(self, item: CutSet | SeededCuts) -> Batch:
+        cuts, generator = self._rng(item)
         return collate_cuts(
             cuts,
             label_fields=self.label_fields,
             label_encoders=self.label_encoders,
             max_duration=self.max_duration,
             crop=self.crop,
-            generator=self._rng(),
+            generator=generator,
         )

@@ -2,8 +2,8 @@
 
 Pretext tasks and probes need speech with known speakers, languages, genders, texts and
 phoneme timings, and tests need it without downloads. eSpeak's formant synthesiser is crude but
-fast (hundreds of times real time) and reports when each phoneme starts, which gives
-frame-level phoneme labels for free.
+fast (far faster than real time: benchmarks/results/synth.md) and reports when each phoneme
+starts, which gives frame-level phoneme labels for free.
 
 Layout written under ``out_dir``::
 

@@ -1,4 +1,11 @@
-"""SUPERB-style evaluation of a frozen upstream: cached features, probes, verification, tasks."""
+"""SUPERB-style evaluation of a frozen upstream: cached features, probes, verification, tasks.
+
+:mod:`~speechssl.evaluation.features` runs an upstream over cuts (the one duration-sorted
+loop) and caches every layer; :mod:`~speechssl.evaluation.probes` trains probes on tensors;
+:mod:`~speechssl.evaluation.probe_task` probes one :class:`Task` end to end;
+:mod:`~speechssl.evaluation.verification` scores trials (EER, minDCF) and reads and writes
+embeddings and trial lists.
+"""
 
 from speechssl.evaluation.features import LayerFeatures, extract_features
 from speechssl.evaluation.probes import LayerWeights, ProbeTraining, train_probe

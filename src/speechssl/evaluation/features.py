@@ -10,6 +10,9 @@ times, so features are extracted once per (upstream, cuts) into
 
 and memory-mapped when they are read again. Everything else (pooled statistics, padded
 frame batches) is computed from these arrays.
+
+:func:`upstream_frames` is the one loop that runs an upstream over cuts in duration-sorted
+batches (used here, and by ``speechssl kmeans`` through :func:`layer_frames`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +32,15 @@ import torch
 from lhotse.cut import Cut
 from tqdm import tqdm
 
-from speechssl.data.batching import collate_cuts
+from speechssl.data.sorted_batches import run_sorted_batches
 
-__all__ = ["LayerFeatures", "cache_key", "extract_features"]
+__all__ = [
+    "LayerFeatures",
+    "cache_key",
+    "extract_features",
+    "layer_frames",
+    "upstream_frames",
+]
 
 log = logging.getLogger("speechssl")
 
@@ -95,22 +104,6 @@ def cache_key(upstream_id: str, cuts: Sequence[Cut]) -> str:
     return f"{safe}-{h.hexdigest()[:16]}"
 
 
-def _batches(cuts: Sequence[Cut], batch_size: int, max_seconds: float) -> list[list[int]]:
-    """Indices sorted by duration (longest first) cut into batches bounded in padded seconds."""
-    order = sorted(range(len(cuts)), key=lambda i: cuts[i].duration, reverse=True)
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        longest = cuts[cur[0]].duration if cur else cuts[i].duration
-        if cur and (len(cur) >= batch_size or longest * (len(cur) + 1) > max_seconds):
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
-
-
 def extract_features(
     upstream: torch.nn.Module | Callable[[], torch.nn.Module],
     cuts: Sequence[Cut],
@@ -142,28 +135,21 @@ def extract_features(
 
     model = upstream if isinstance(upstream, torch.nn.Module) else upstream()
     model = model.to(device).eval()
-    per_layer: list[list[np.ndarray]] | None = None
     counts = np.zeros(len(cuts), dtype=np.int64)
     results: dict[int, list[np.ndarray]] = {}
     frame_rate = float(getattr(model, "frame_rate", 100.0))
-    batches = _batches(cuts, batch_size, max_batch_seconds)
     bar = tqdm(
-        batches,
+        total=len(cuts),
         desc=f"features {upstream_id}",
-        unit="batch",
+        unit="cut",
         disable=not (progress and sys.stderr.isatty()),
         leave=False,
     )
-    with torch.inference_mode():
-        for idx in bar:
-            batch = collate_cuts([cuts[i] for i in idx], label_fields=[])
-            out = model(batch.audio.to(device), batch.lengths.to(device))
-            valid = out.mask.sum(1).cpu().numpy()
-            hs = [h.float().cpu().numpy() for h in out.hidden_states]
-            for row, i in enumerate(idx):
-                n = int(valid[row])
-                counts[i] = n
-                results[i] = [h[row, :n].astype(np.float16) for h in hs]
+    for i, frames in upstream_frames(model, cuts, None, batch_size, max_batch_seconds, device):
+        counts[i] = len(frames[0])
+        results[i] = [f.astype(np.float16) for f in frames]
+        bar.update()
+    bar.close()
     num_layers = len(next(iter(results.values())))
     per_layer = [[results[i][k] for i in range(len(cuts))] for k in range(num_layers)]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -173,6 +159,67 @@ def extract_features(
         _save(feats, folder, upstream_id)
         return _load(folder)
     return feats
+
+
+def upstream_frames(
+    model: torch.nn.Module,
+    cuts: Sequence[Cut],
+    layers: Sequence[int] | None = None,
+    batch_size: int = 16,
+    max_batch_seconds: float = 160.0,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """``(cut index, [frames [F_i, D] float32 per layer])``, one batch in memory at a time.
+
+    The one loop that runs an upstream over cuts (probe features, k-means fit and label):
+    longest cuts first (see :func:`~speechssl.data.sorted_batches.run_sorted_batches`),
+    each cut's valid frames (by the upstream's mask) of ``layers`` (default: every hidden
+    state). Cuts come back in batch order, not input order.
+    """
+
+    def run(audio: torch.Tensor, lengths: torch.Tensor):
+        out = model(audio, lengths)
+        chosen = range(len(out.hidden_states)) if layers is None else layers
+        hs = [out.hidden_states[k].float().cpu().numpy() for k in chosen]
+        return out.mask.sum(1).cpu().numpy(), hs
+
+    for idx, (valid, hs) in run_sorted_batches(run, cuts, batch_size, max_batch_seconds, device):
+        for row, i in enumerate(idx):
+            n = int(valid[row])
+            yield i, [np.ascontiguousarray(h[row, :n]) for h in hs]
+
+
+def layer_frames(
+    upstream: torch.nn.Module | None,
+    upstream_id: str,
+    cuts: Sequence[Cut],
+    layer: int,
+    batch_size: int = 16,
+    max_batch_seconds: float = 160.0,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> Iterator[tuple[Cut, np.ndarray]]:
+    """``(cut, frames [F, D] float32)`` of one layer for every cut, one batch at a time.
+
+    Reads the feature cache of :func:`extract_features` instead when ``cache_dir`` already
+    holds exactly these cuts (then ``upstream`` may be ``None`` and cuts come in input order).
+    """
+    if (
+        cache_dir is not None
+        and (Path(cache_dir) / cache_key(upstream_id, cuts) / "meta.json").is_file()
+    ):
+        feats = extract_features(lambda: None, cuts, cache_dir, upstream_id, progress=False)
+        log.info("frames from feature cache %s", feats.path)
+        for i, cut in enumerate(cuts):
+            yield cut, feats.frames(i, layer)
+        return
+    if upstream is None:
+        raise ValueError(
+            f"no upstream given and no cached features of {upstream_id} for these cuts"
+        )
+    stream = upstream_frames(upstream, cuts, [layer], batch_size, max_batch_seconds, device)
+    for i, (frames,) in stream:
+        yield cuts[i], frames
 
 
 def _save(feats: LayerFeatures, folder: Path, upstream_id: str) -> None:

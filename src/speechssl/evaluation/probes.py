@@ -3,7 +3,7 @@
 Features come from :mod:`speechssl.evaluation.features` and fit in memory (pooled vectors,
 or frames of a small corpus), so training a probe is a short function over tensors: Adam, a
 fixed number of epochs, early stopping on a dev split. The probes do not need the DDP
-engine of ``speechssl.training``; they run in seconds on a CPU.
+engine of ``speechssl.training``: they are small enough for a CPU.
 
 Utterance probes weight *pooled* layer statistics: for the mean this equals pooling the
 weighted sum of layers (pooling is linear); for the std it is an approximation that keeps

@@ -3,24 +3,31 @@
 No training is involved: embeddings are mean-pooled layer features (or an encoder's
 ``embed()``), centred on the evaluation set's mean, and compared by cosine similarity. The
 error rates sort the scores once and sweep every distinct score as a threshold, so they
-are exact (ties handled) and O(n log n).
+are exact (ties handled) and O(n log n). The files of ``speechssl embed`` / ``verify``
+(embeddings ``.npz``, trial lists) are read and written here too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
+from speechssl.data.sorted_batches import run_sorted_batches
 from speechssl.errors import UserError
 
 __all__ = [
     "compute_eer",
     "compute_min_dcf",
     "cosine_scores",
+    "embed_cuts",
     "error_rates",
+    "load_embeddings",
     "make_trials",
+    "read_trials",
+    "save_embeddings",
     "score_speakers",
     "verification_metrics",
 ]
@@ -170,23 +177,63 @@ def embed_cuts(model, cuts, batch_size: int = 16, device: str = "cpu") -> np.nda
     """``model.embed(wave, lengths)`` for every cut, in order, batched by sorted duration.
 
     For speaker encoders (ECAPA-TDNN, ResNet) whose trained embedding is the thing to
-    evaluate, rather than a mean over a layer's frames.
+    evaluate, rather than a mean over a layer's frames. Batches are shortest first and
+    bounded in count only.
     """
-    import torch
-
-    from speechssl.data.batching import collate_cuts
-
     cuts = list(cuts)
-    order = sorted(range(len(cuts)), key=lambda i: cuts[i].duration)
     out: list[np.ndarray | None] = [None] * len(cuts)
     model = model.to(device).eval()
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            batch = collate_cuts([cuts[i] for i in idx], label_fields=[])
-            emb = (
-                model.embed(batch.audio.to(device), batch.lengths.to(device)).float().cpu().numpy()
-            )
-            for row, i in enumerate(idx):
-                out[i] = emb[row]
+
+    def embed(audio, lengths) -> np.ndarray:
+        return model.embed(audio, lengths).float().cpu().numpy()
+
+    for idx, emb in run_sorted_batches(embed, cuts, batch_size, device=device, longest_first=False):
+        for row, i in enumerate(idx):
+            out[i] = emb[row]
     return np.stack(out)
+
+
+def save_embeddings(path: str | Path, embeddings: np.ndarray, cut_ids: Sequence[str]) -> Path:
+    """Write ``embeddings`` ``[N, D]`` (float32) and their cut ids to ``path`` (``.npz``)."""
+    path = Path(path)
+    path = path if path.suffix == ".npz" else path.with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, embeddings=np.asarray(embeddings, np.float32), cut_ids=np.array(list(cut_ids)))
+    return path
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """``(embeddings [N, D], cut ids)`` of a file from :func:`save_embeddings` (``speechssl
+    embed``); a missing or foreign file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `speechssl embed` first")
+    try:
+        data = np.load(path)
+        return data["embeddings"], [str(i) for i in data["cut_ids"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{path} is not an embeddings file from `speechssl embed` "
+            f"(arrays 'embeddings' and 'cut_ids'): {exc}"
+        ) from None
+
+
+def read_trials(path: str | Path, index: Mapping[str, int]) -> np.ndarray:
+    """A trial list (lines ``cut_id_a cut_id_b 0|1``; blank lines skipped) as ``[n, 3]``
+    rows of (index a, index b, target) through ``index`` (cut id -> embedding row).
+
+    A malformed line or an id without an embedding is a :class:`UserError` naming the line.
+    """
+    path = Path(path)
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or parts[2] not in ("0", "1"):
+            raise UserError(f"{path}:{n}: expected 'id_a id_b 0|1', got {line!r}")
+        missing = [p for p in parts[:2] if p not in index]
+        if missing:
+            raise UserError(f"{path}:{n}: no embedding for {missing[0]!r}")
+        rows.append([index[parts[0]], index[parts[1]], int(parts[2])])
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)

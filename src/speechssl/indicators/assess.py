@@ -22,7 +22,7 @@ from speechssl.evaluation.features import LayerFeatures, extract_features
 from speechssl.indicators import IndicatorConfig, layer_indicators
 from speechssl.models.registry import load_upstream, upstream_id
 
-__all__ = ["Checkpoint", "assess_features", "expand_upstreams", "select_pool"]
+__all__ = ["Checkpoint", "assess_features", "expand_upstreams", "run_of", "select_pool"]
 
 log = logging.getLogger("speechssl")
 
@@ -73,6 +73,19 @@ def expand_upstreams(specs: Sequence[str]) -> list[Checkpoint]:
     if not out:
         raise UserError("no upstream to assess; pass --upstream NAME|CHECKPOINT|RUN_DIR|HF_DIR")
     return out
+
+
+def run_of(spec: str) -> str:
+    """The run a checkpoint belongs to: ``RUN`` for ``RUN/checkpoints/step-N``, else ``spec``.
+
+    Checkpoints of one run share its data, seed and trajectory, so statistics over
+    checkpoints resample runs, not checkpoints (:mod:`speechssl.indicators.correlation`).
+    Anything else (a feature name, an HF folder) is a run of its own.
+    """
+    path = Path(spec).expanduser()
+    if _step_of(path) is not None and path.parent.name == "checkpoints":
+        return str(path.parent.parent)
+    return spec
 
 
 def _step_of(path: Path) -> int | None:

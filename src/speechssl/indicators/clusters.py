@@ -1,4 +1,4 @@
-"""Cluster-quality measures of a frame matrix: k-means inertia, Davies-Bouldin,
+"""Cluster-quality measures of a frame matrix: k-means inertia per frame, Davies-Bouldin,
 Calinski-Harabasz and silhouette, with bounded memory.
 
 k-means is fitted (:func:`speechssl.kmeans.fit.fit_centroids`: greedy k-means++, then faiss
@@ -6,8 +6,9 @@ Lloyd iterations coarse to fine) on a seeded subsample (by default every frame o
 then every frame is assigned to its nearest centroid in a streaming pass that accumulates
 per-cluster counts, sums and distances. What each measure holds in memory:
 
-- inertia: mean squared distance of *all* frames to their nearest fitted centroid (the k-means
-  objective per frame, so pools of different sizes compare). O(k).
+- inertia_per_frame: mean squared distance of *all* frames to their nearest fitted centroid
+  (the k-means objective divided by the frames, so pools of different sizes compare; the
+  inertia of :func:`speechssl.kmeans.fit.fit_kmeans` is the sum). O(k).
 - Davies-Bouldin and Calinski-Harabasz: scikit-learn's definitions given the labels, i.e.
   around the *means of the frames assigned to each cluster* (not the fitted centroids); empty
   clusters are dropped, as sklearn only sees the labels present. DB needs the mean Euclidean
@@ -164,7 +165,7 @@ class ClusterPass:
         means = self.means()[keep]
         cents = self.centroids[keep].astype(np.float64)
         return {
-            "inertia": float(self.sq_to_centroid.sum() / n),
+            "inertia_per_frame": float(self.sq_to_centroid.sum() / n),
             "davies_bouldin": davies_bouldin(means, self.dist_to_mean[keep] / cnt),
             "calinski_harabasz": calinski_harabasz(cnt, means, grand, self.sq_to_mean.sum()),
             "davies_bouldin_centroids": davies_bouldin(cents, self.dist_to_centroid[keep] / cnt),

@@ -27,13 +27,23 @@ from speechssl.config import opt
 from speechssl.errors import UserError
 from speechssl.indicators import clusters, rank
 
-__all__ = ["CLUSTER_NAMES", "NAMES", "RANK_NAMES", "IndicatorConfig", "layer_indicators"]
+__all__ = [
+    "CLUSTER_NAMES",
+    "NAMES",
+    "RANK_NAMES",
+    "RENAMED",
+    "IndicatorConfig",
+    "layer_indicators",
+]
 
 log = logging.getLogger("speechssl")
 
 RANK_NAMES = ("rankme", "rankme_t", "effective_rank", "numerical_rank", "alpha_req")
-CLUSTER_NAMES = ("inertia", "davies_bouldin", "calinski_harabasz", "silhouette")
+CLUSTER_NAMES = ("inertia_per_frame", "davies_bouldin", "calinski_harabasz", "silhouette")
 NAMES = RANK_NAMES + CLUSTER_NAMES
+# Old name -> current one. ``inertia`` meant the k-means objective per frame; ``inertia`` is
+# now only the sum (as ``kmeans fit`` reports it), so the per-frame measure says so.
+RENAMED = {"inertia": "inertia_per_frame"}
 
 
 @dataclass
@@ -69,7 +79,9 @@ class IndicatorConfig:
 def _check(frames: np.ndarray, offsets: np.ndarray, cfg: IndicatorConfig) -> list[str]:
     unknown = [n for n in cfg.indicators if n not in NAMES]
     if unknown:
-        raise UserError(f"unknown indicator(s) {unknown}; choose from {', '.join(NAMES)}")
+        renamed = [f"{n} is now {RENAMED[n]}" for n in unknown if n in RENAMED]
+        hint = f" ({'; '.join(renamed)})" if renamed else ""
+        raise UserError(f"unknown indicator(s) {unknown}{hint}; choose from {', '.join(NAMES)}")
     if not cfg.indicators:
         raise UserError("no indicator asked for")
     shape = getattr(frames, "shape", None)
@@ -142,7 +154,7 @@ def layer_indicators(
         for start, x in _chunks(frames, cfg.chunk, "cluster scatter", check=False):
             cpass.scatter(x, start)
         res = cpass.results()
-        for name in ("inertia", "davies_bouldin", "calinski_harabasz"):
+        for name in ("inertia_per_frame", "davies_bouldin", "calinski_harabasz"):
             if name in names:
                 out[name] = res[name]
         if "davies_bouldin" in names or "calinski_harabasz" in names:

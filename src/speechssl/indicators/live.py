@@ -2,9 +2,10 @@
 
 The trainer calls a monitor as ``monitor(model, step) -> dict`` on rank 0 and logs what it
 returns in ``metrics.jsonl`` (and TensorBoard) under ``ind/L<layer>/<name>``; it knows
-nothing else about it. The defaults keep the cost small (about 1-3% of a ``tiny`` run on
-CPU; the ``monitor_seconds`` key of each record says what it cost): a 10-minute pool, k = 128
-clusters, and no silhouette (its pairwise distances are the one quadratic measure).
+nothing else about it. The defaults keep the cost a small share of training (the
+``monitor_seconds`` key of each record says what it cost, ``monitor_share`` its share): a
+10-minute pool, k = 128 clusters, and no silhouette (its pairwise distances are the one
+quadratic measure).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from speechssl.indicators.assess import assess_features, select_pool
 
 __all__ = ["LiveIndicators", "MonitorSection"]
 
-LIVE_DEFAULT = ["rankme", "rankme_t", "alpha_req", "inertia", "davies_bouldin"]
+LIVE_DEFAULT = ["rankme", "rankme_t", "alpha_req", "inertia_per_frame", "davies_bouldin"]
 
 
 @dataclass
@@ -38,7 +39,7 @@ class MonitorSection:
     minutes: float = opt(10.0, "audio in the pool (a seeded subset)")
     layers: list[int] | None = opt(None, "hidden states to assess (none: all)")
     indicators: list[str] = opt(factory=lambda: list(LIVE_DEFAULT), help="which indicators")
-    k: int = opt(128, "k-means clusters for inertia / Davies-Bouldin")
+    k: int = opt(128, "k-means clusters for inertia per frame / Davies-Bouldin")
     seed: int = opt(0, "seed of the pool and of the subsampling")
 
 

@@ -63,8 +63,8 @@ class GramAccumulator:
 
     def update(self, x: np.ndarray) -> None:
         """Add rows ``x`` (any float dtype) in blocks of ``BLOCK`` rows: each block's Gram in
-        float32 (twice as fast; float16 embeddings are exact in float32 and a block's sums
-        lose ~1e-6 relative), summed over blocks in float64."""
+        float32 (faster than float64; float16 embeddings are exact in float32 and a block's
+        sums lose ~1e-6 relative), summed over blocks in float64."""
         for start in range(0, len(x), BLOCK):
             x32 = np.asarray(x[start : start + BLOCK], dtype=np.float32)
             self.gram += x32.T @ x32  # numpy uses a symmetric rank-k update for a.T @ a

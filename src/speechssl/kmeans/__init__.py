@@ -1,4 +1,8 @@
-"""Offline k-means targets (HuBERT / MT4SSL style): fit centroids, label frames, read labels."""
+"""Offline k-means targets (HuBERT / MT4SSL style): fit centroids, label frames, read labels.
+
+A fitted k-means on disk is :mod:`~speechssl.kmeans.folder`; the frames come from
+:func:`speechssl.evaluation.features.layer_frames`, wired by ``speechssl kmeans``.
+"""
 
 from speechssl.kmeans.fit import (
     assign,

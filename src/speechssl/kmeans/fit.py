@@ -1,7 +1,8 @@
 """k-means for frame targets: our k-means++ seeding, then faiss' Lloyd iterations.
 
-faiss is an order of magnitude faster than scikit-learn's MiniBatchKMeans (what fairseq's
-HuBERT recipe uses) on hundreds of thousands of frames, but its default initialisation (k
+faiss is much faster than scikit-learn's MiniBatchKMeans (what fairseq's HuBERT recipe
+uses) on hundreds of thousands of frames (benchmarks/results/kmeans.md), but its default
+initialisation (k
 random points) converges to visibly worse optima; seeding it with k-means++ computed on a
 seeded subsample fixes that at a small cost. Everything is deterministic for a seed.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 
 import faiss
 import numpy as np
@@ -17,7 +19,14 @@ import numpy as np
 from speechssl.errors import UserError
 from speechssl.kmeans.labels import check_centroids
 
-__all__ = ["assign", "fit_centroids", "fit_kmeans", "kmeans_pp_init", "subsample_frames"]
+__all__ = [
+    "assign",
+    "fit_centroids",
+    "fit_kmeans",
+    "kmeans_pp_init",
+    "subsample_frames",
+    "thin_frames",
+]
 
 log = logging.getLogger("speechssl")
 
@@ -42,6 +51,15 @@ def subsample_frames(features: np.ndarray, max_frames: int | None, seed: int) ->
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(features), size=int(max_frames), replace=False))
     return features[keep]
+
+
+def thin_frames(frames: np.ndarray, cut_id: str, keep_p: float, seed: int) -> np.ndarray:
+    """Each frame of one cut kept with probability ``keep_p``, drawn from (seed, cut id), so
+    the sample does not depend on batching or on the order of the cuts."""
+    if keep_p >= 1.0:
+        return frames
+    rng = np.random.default_rng([seed, zlib.crc32(cut_id.encode())])
+    return frames[rng.random(len(frames)) < keep_p]
 
 
 def kmeans_pp_init(
@@ -104,8 +122,7 @@ def _use_gram(n: int, dim: int, k: int, trials: int) -> bool:
     per centre (k * trials * n * D flops, memory-bound once the rows outgrow the CPU caches),
     or one Gram matrix up front (n^2 * D flops, compute-bound, n^2 floats) read a row per
     candidate. The Gram pays off when n is at most ~2 k * trials and the rows are too big to
-    stay cached (benchmarks/results/indicator-parts.md: 10k x 768 rows, k = 1024: 1.7 s vs
-    4.4 s; at 256-d the pass is as fast).
+    stay cached (measured in benchmarks/results/indicator-parts.md).
     """
     return n <= min(GRAM_MAX_ROWS, 2 * k * trials) and n * dim * 4 > ROWS_CACHED_BYTES
 

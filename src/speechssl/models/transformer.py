@@ -29,7 +29,9 @@ prediction head or teacher should read, while the others stay the raw residual s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,10 +40,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechssl.audio.features import LogMel
+from speechssl.audio.features import num_frames as logmel_frames
 from speechssl.config import opt
 from speechssl.models.upstream import Upstream, UpstreamOutput
 
-__all__ = ["PRESETS", "FrameTransformer", "TransformerConfig", "WAVEFORM_CONVS", "preset"]
+__all__ = [
+    "PRESETS",
+    "WAVEFORM_CONVS",
+    "FrameTransformer",
+    "TransformerConfig",
+    "frame_counts",
+    "preset",
+]
 
 # (kernel, stride) of the wav2vec 2.0 / HuBERT waveform CNN: 400-sample receptive field, 320 hop.
 WAVEFORM_CONVS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
@@ -88,6 +98,22 @@ def _conv_out(lengths: torch.Tensor, kernel: int, stride: int, padding: int = 0)
     return torch.where(lengths + 2 * padding >= kernel, out, torch.zeros_like(out)).clamp(min=0)
 
 
+def frame_counts(frontend: str, lengths: torch.Tensor) -> torch.Tensor:
+    """Encoder frames at 50/s for ``lengths`` samples at 16 kHz with ``frontend`` (int64).
+
+    The one definition (module docstring); :meth:`FrameTransformer.num_frames` and the
+    pretraining dataset's frame counts both come from here.
+    """
+    n = torch.as_tensor(lengths, dtype=torch.int64)
+    if frontend == "logmel":  # LogMelFrontend: LogMel's default window and hop, conv k3 s2 p1
+        return _conv_out(logmel_frames(n), 3, 2, padding=1)
+    if frontend == "waveform":
+        for k, s in WAVEFORM_CONVS:
+            n = _conv_out(n, k, s)
+        return n
+    raise ValueError(f"unknown frontend {frontend!r}")
+
+
 def _length_mask(counts: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.arange(frames, device=counts.device)[None, :] < counts[:, None]
 
@@ -99,9 +125,6 @@ class LogMelFrontend(nn.Module):
         super().__init__()
         self.logmel = LogMel(n_mels=n_mels)
         self.conv = nn.Conv1d(n_mels, channels, kernel_size=3, stride=2, padding=1)
-
-    def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
-        return _conv_out(self.logmel.num_frames(lengths), 3, 2, padding=1)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         feats, _, _ = self.logmel(wave, lengths)  # padded frames are exactly 0 = conv padding
@@ -120,11 +143,6 @@ class WaveformFrontend(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.norm_weight = nn.Parameter(torch.ones(channels))
         self.norm_bias = nn.Parameter(torch.zeros(channels))
-
-    def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
-        for k, s in WAVEFORM_CONVS:
-            lengths = _conv_out(lengths, k, s)
-        return lengths
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.convs[0](wave[:, None, :])
@@ -228,7 +246,11 @@ class FrameTransformer(Upstream):
 
     def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
         """Frames at 50/s for ``lengths`` samples at 16 kHz (see the module docstring)."""
-        return self.frontend.num_frames(torch.as_tensor(lengths, dtype=torch.int64))
+        return frame_counts(self.config.frontend, lengths)
+
+    def frame_counter(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`num_frames` without the weights: small to pickle into DataLoader workers."""
+        return functools.partial(frame_counts, self.config.frontend)
 
     def features(
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechssl.objectives.base import Objective, Step
+
 __all__ = ["AamHead", "AamObjective", "AamOutput", "SupervisedModel"]
 
 
@@ -83,7 +85,7 @@ class SupervisedModel(nn.Module):
     """Encoder + :class:`AamHead`: one module for the trainer, DDP and checkpoints.
 
     The forward takes a batch with ``global_audio``/``global_lengths`` (one crop per utterance)
-    and ``labels[field]``, as made by :class:`speechssl.recipes.dino.MultiCropDataset`.
+    and ``labels[field]``, as made by :class:`speechssl.data.multicrop.MultiCropDataset`.
     """
 
     def __init__(self, encoder: nn.Module, head: AamHead, label_field: str = "speaker") -> None:
@@ -96,13 +98,15 @@ class SupervisedModel(nn.Module):
         return AamOutput(self.head(emb, labels), self.head.cosine(emb))
 
 
-class AamObjective:
+class AamObjective(Objective):
     """Cross-entropy over the margin logits; metrics: accuracy of the plain cosines."""
 
     def __init__(self, label_field: str = "speaker") -> None:
         self.label_field = label_field
 
-    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __call__(
+        self, model: nn.Module, batch: Any, step: Step
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         out = model(batch)
         labels = batch.labels[self.label_field]
         loss = F.cross_entropy(out.logits.float(), labels)

@@ -14,7 +14,9 @@ Pieces, in the order data flows:
 * :class:`DinoLoss`: cross-entropy between teacher view ``i`` and student view ``j`` summed
   over all pairs ``i != j`` and divided by the number of pairs; owns the center.
 * :class:`DinoObjective`: the trainer's objective (call, ``cancel_gradients``, ``after_step``,
-  ``state_dict``), with the collapse monitors of :class:`CollapseMonitor`.
+  ``state_dict``), with the collapse monitors of :class:`CollapseMonitor`. The teacher
+  temperature is a schedule the recipe precomputes (:func:`teacher_temperature_schedule`) and
+  the trainer hands over as ``step["tau_t"]``: the objective keeps no step counter.
 
 Design choices:
 
@@ -39,11 +41,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from speechssl.models.ema import ema_update
+from speechssl.objectives.base import Objective, Step
 
 __all__ = [
     "CollapseMonitor",
@@ -54,6 +60,7 @@ __all__ = [
     "DinoOutput",
     "embedding_std",
     "entropy",
+    "teacher_temperature_schedule",
 ]
 
 log = logging.getLogger("speechssl")
@@ -133,8 +140,7 @@ class DinoModel(nn.Module):
     def update_teacher(self, momentum: float) -> None:
         """``teacher = m * teacher + (1 - m) * student``, parameters only (module docstring)."""
         for student, teacher in self.student_pairs():
-            for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-                t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+            ema_update(teacher, student, momentum, copy_buffers=False)
 
     def forward(self, batch: Any) -> DinoOutput:
         g = _embed(self.encoder, batch.global_audio, batch.global_lengths)
@@ -165,9 +171,10 @@ class DinoLoss(nn.Module):
         global_crops: teacher views; the student's first ``global_crops`` views are the same
             crops.
         tau_s: student temperature (0.1).
-        tau_t_start / tau_t / tau_t_warmup_steps: the teacher temperature moves linearly from
-            ``tau_t_start`` at step 0 to ``tau_t`` at step ``tau_t_warmup_steps``, then stays.
         center_momentum: ``m`` above (0.9).
+
+    The teacher temperature ``tau_t`` is an argument of each call (a schedule, see
+    :func:`teacher_temperature_schedule`).
     """
 
     def __init__(
@@ -175,35 +182,27 @@ class DinoLoss(nn.Module):
         out_dim: int,
         global_crops: int = 2,
         tau_s: float = 0.1,
-        tau_t_start: float = 0.04,
-        tau_t: float = 0.07,
-        tau_t_warmup_steps: int = 0,
         center_momentum: float = 0.9,
     ) -> None:
         super().__init__()
         if global_crops < 1:
             raise ValueError(f"DINO needs at least one global crop, got {global_crops}")
-        if min(tau_s, tau_t_start, tau_t) <= 0:
+        if tau_s <= 0:
             raise ValueError("temperatures must be positive")
         self.global_crops = global_crops
-        self.tau_s, self.tau_t_start, self.tau_t = tau_s, tau_t_start, tau_t
-        self.warmup = max(0, int(tau_t_warmup_steps))
+        self.tau_s = tau_s
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
 
-    def teacher_temperature(self, step: int) -> float:
-        """Linear warm-up ``tau_t_start -> tau_t`` over ``tau_t_warmup_steps``, then ``tau_t``."""
-        if step >= self.warmup:
-            return self.tau_t
-        return self.tau_t_start + (self.tau_t - self.tau_t_start) * step / self.warmup
-
-    def teacher_probs(self, teacher: torch.Tensor, step: int) -> torch.Tensor:
+    def teacher_probs(self, teacher: torch.Tensor, tau_t: float) -> torch.Tensor:
         """Centred, sharpened teacher distributions ``[G * B, out_dim]``."""
+        if tau_t <= 0:
+            raise ValueError(f"teacher temperature must be positive, got {tau_t}")
         center = self.center.to(teacher.device)
-        return F.softmax((teacher.float() - center) / self.teacher_temperature(step), dim=-1)
+        return F.softmax((teacher.float() - center) / tau_t, dim=-1)
 
     def forward(
-        self, student: torch.Tensor, teacher: torch.Tensor, step: int = 0, update: bool = True
+        self, student: torch.Tensor, teacher: torch.Tensor, tau_t: float, update: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, teacher probabilities)``; moves the center unless ``update`` is False."""
         g = self.global_crops
@@ -216,7 +215,7 @@ class DinoLoss(nn.Module):
         views = student.shape[0] // batch
         if views < 2 and g < 2:
             raise ValueError("DINO needs at least two views (one global + another)")
-        q = self.teacher_probs(teacher.detach(), step).chunk(g)
+        q = self.teacher_probs(teacher.detach(), tau_t).chunk(g)
         logp = F.log_softmax(student.float() / self.tau_s, dim=-1).chunk(views)
         total, pairs = student.new_zeros((), dtype=torch.float32), 0
         for i, qi in enumerate(q):
@@ -331,7 +330,19 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DDP keeps the model in .module
 
 
-class DinoObjective:
+def teacher_temperature_schedule(
+    start: float, end: float, warmup_steps: int, steps: int
+) -> np.ndarray:
+    """DINO's teacher temperature per step: linear ``start -> end`` over ``warmup_steps``
+    (``end`` reached at step ``warmup_steps``), then ``end``."""
+    if min(start, end) <= 0:
+        raise ValueError("temperatures must be positive")
+    warmup = min(max(0, int(warmup_steps)), steps)
+    ramp = start + (end - start) * np.arange(warmup) / max(warmup, 1)
+    return np.concatenate([ramp, np.full(steps - warmup, end)]).astype(np.float64)
+
+
+class DinoObjective(Objective):
     """The trainer's objective for :class:`DinoModel` (see the trainer's module docstring).
 
     Metrics every step: ``dino_loss``, ``teacher_entropy``, ``student_entropy``, ``kl``
@@ -356,11 +367,13 @@ class DinoObjective:
         self.loss = loss
         self.freeze_last_layer_steps = int(freeze_last_layer_steps)
         self.monitor = monitor or CollapseMonitor()
-        self.step = 0  # steps done, for the temperature schedule; saved with the center
 
-    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __call__(
+        self, model: nn.Module, batch: Any, step: Step
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         out = model(batch)
-        loss, q = self.loss(out.student, out.teacher, self.step)
+        tau_t = step["tau_t"]
+        loss, q = self.loss(out.student, out.teacher, tau_t)
         with torch.no_grad():
             h_t = entropy(q)
             p = F.softmax(out.student.detach().float() / self.loss.tau_s, dim=-1)
@@ -375,26 +388,25 @@ class DinoObjective:
             "student_entropy": h_s,
             "kl": loss.detach() - h_t,
             "embedding_std": std,
-            "tau_t": self.loss.teacher_temperature(self.step),
+            "tau_t": tau_t,
             "collapsed": float(collapsed),
             "short_global": float(getattr(batch, "short_global", 0)),
             "short_local": float(getattr(batch, "short_local", 0)),
         }
         return loss, metrics
 
-    def cancel_gradients(self, model: nn.Module, step: int) -> None:
-        if step < self.freeze_last_layer_steps:
+    def cancel_gradients(self, model: nn.Module, step: Step) -> None:
+        if step.index < self.freeze_last_layer_steps:
             for p in _unwrap(model).head.last_layer.parameters():
                 p.grad = None
 
-    def after_step(self, model: nn.Module, step: int, momentum: float | None) -> None:
-        if momentum is None:
+    def after_step(self, model: nn.Module, step: Step) -> None:
+        if step.momentum is None:
             raise ValueError("DINO needs an EMA schedule: set train.ema_start (e.g. 0.996)")
-        _unwrap(model).update_teacher(momentum)
-        self.step = step + 1
+        _unwrap(model).update_teacher(step.momentum)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"center": self.loss.center.detach().cpu().clone(), "step": self.step}
+        return {"center": self.loss.center.detach().cpu().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         center = state["center"]
@@ -404,4 +416,3 @@ class DinoObjective:
                 f"{tuple(self.loss.center.shape)}"
             )
         self.loss.center = center.to(self.loss.center.device).clone()
-        self.step = int(state["step"])

@@ -22,10 +22,9 @@ from typing import TypeVar
 
 import torch
 
-from speechssl.audio.features import LogMel, mel_filterbank, num_frames
+from speechssl.audio.features import LogMel, Mfcc, mel_filterbank, num_frames
 from speechssl.audio.io import SAMPLE_RATE
 from speechssl.errors import UserError
-from speechssl.models.upstream import MfccUpstream
 from speechssl.pseudolabels.periodicity import PitchTrack, tiles, track_pitch
 
 __all__ = ["FrameContext", "WIN", "HOP", "N_FFT", "CLIP_LEVEL", "SILENT_PEAK"]
@@ -42,10 +41,10 @@ _MODULES: dict[tuple[str, str], torch.nn.Module] = {}
 
 
 def _module(kind: str, device: torch.device) -> torch.nn.Module:
-    """One LogMel / MfccUpstream per device, built on first use (they hold only buffers)."""
+    """One LogMel / Mfcc per device, built on first use (they hold only buffers)."""
     key = (kind, str(device))
     if key not in _MODULES:
-        module = LogMel() if kind == "logmel" else MfccUpstream()
+        module = LogMel() if kind == "logmel" else Mfcc()
         _MODULES[key] = module.to(device).eval()
     return _MODULES[key]
 
@@ -162,8 +161,8 @@ class FrameContext:
 
     @cached_property
     def mfcc(self) -> torch.Tensor:
-        """``[B, T, 39]`` MFCC + deltas from :class:`~speechssl.models.upstream.MfccUpstream`."""
-        return _module("mfcc", self.device)(self.wave, self.lengths).hidden_states[0]
+        """``[B, T, 39]`` MFCC + deltas from :class:`~speechssl.audio.features.Mfcc` itself."""
+        return _module("mfcc", self.device)(self.wave, self.lengths).features
 
     # --- periodicity ----------------------------------------------------------------------
 

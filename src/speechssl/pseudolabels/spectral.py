@@ -182,7 +182,9 @@ def spectral_flux(ctx: FrameContext) -> torch.Tensor:
     return flux
 
 
-@register("mfcc", dim=39, description="13 MFCCs + deltas + delta-deltas, exactly MfccUpstream")
+@register(
+    "mfcc", dim=39, description="13 MFCCs + deltas + delta-deltas, exactly audio.features.Mfcc"
+)
 def mfcc(ctx: FrameContext) -> torch.Tensor:
     return ctx.mfcc
 

@@ -10,6 +10,11 @@ standardised with a mean and std measured once on a seeded sample of the trainin
 (:func:`fit_stats`); the statistics travel in the checkpoint's spec, so a resumed or
 reloaded run uses the same ones. Voiced-only features (F0, HNR, jitter, shimmer) are
 measured on voiced frames and are 0 (their mean) on unvoiced ones after standardisation.
+
+Which targets, with which weights: :func:`pretext_weights` follows METHODS.md A, where the
+pretraining loss is ``sum_k lambda_k * loss_k + mel loss + MFCC loss``: the lambdas of a
+``speechssl select`` result, plus log-mel and MFCC reconstruction at weight 1 (the
+baselines), plus any target named by hand.
 """
 
 from __future__ import annotations
@@ -24,10 +29,20 @@ import torch
 from speechssl.errors import UserError
 from speechssl.pseudolabels.registry import extract, get
 
-__all__ = ["PretextTargets", "fit_stats", "to_50fps", "weights_from_selection"]
+__all__ = [
+    "BASELINES",
+    "PretextTargets",
+    "fit_stats",
+    "parse_weights",
+    "pretext_weights",
+    "to_50fps",
+    "weights_from_selection",
+]
 
 # Paper (METHODS.md A): MSE for the mel / MFCC reconstruction, L1 for the signal features.
 MSE_TARGETS = ("logmel", "mfcc")
+# METHODS.md A: log-mel and MFCC reconstruction are always added as baseline pretext tasks.
+BASELINES = ("logmel", "mfcc")
 
 
 def to_50fps(values: torch.Tensor, frames: int) -> torch.Tensor:
@@ -127,3 +142,49 @@ def weights_from_selection(path: str | Path, top: int = 3) -> dict[str, float]:
     if not ranked:
         raise UserError(f"{path} holds no ranked pseudo-label")
     return {str(r["name"]): 1.0 for r in ranked[:top]}
+
+
+def parse_weights(entries: Sequence[str]) -> dict[str, float]:
+    """``name`` or ``name=weight`` entries (each may hold several, comma-separated) as a dict;
+    a bare name weighs 1."""
+    out = {}
+    for e in (part.strip() for entry in entries for part in entry.split(",")):
+        if not e:
+            continue
+        name, sep, w = e.partition("=")
+        try:
+            out[name.strip()] = float(w) if sep else 1.0
+        except ValueError:
+            raise UserError(f"pretext entry {e!r} is not name=weight") from None
+    return out
+
+
+def pretext_weights(
+    entries: Sequence[str] = (),
+    selection: str | Path | None = None,
+    baselines: bool | None = None,
+) -> dict[str, float]:
+    """The pretext targets and weights of a pretraining run (METHODS.md A).
+
+    Args:
+        entries: targets named by hand (:func:`parse_weights`); they add to the selection's
+            and override its weight for a name both give (weight 0 drops a target).
+        selection: a ``speechssl select`` result (:func:`weights_from_selection`).
+        baselines: add log-mel and MFCC reconstruction at weight 1 unless ``entries`` or the
+            selection already weigh them; ``None``: only with a ``selection``.
+
+    Returns:
+        name -> weight, non-zero weights only, in order: selection, entries, baselines.
+    """
+    weights = {} if selection is None else weights_from_selection(selection)
+    weights.update(parse_weights(entries))
+    if baselines is None:
+        baselines = selection is not None
+    if baselines:
+        for name in BASELINES:
+            weights.setdefault(name, 1.0)
+    if any(w < 0 for w in weights.values()):
+        raise UserError("pretext weights must be >= 0")
+    for name in weights:
+        get(name)  # unknown names: one line listing the known ones
+    return {n: w for n, w in weights.items() if w}

@@ -11,8 +11,6 @@ checkpoint).
 from __future__ import annotations
 
 import json
-import math
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +18,11 @@ from tqdm import tqdm
 
 from speechssl.config import opt, to_dict
 from speechssl.data.manifest import load_cut_sets
-from speechssl.errors import UserError
-from speechssl.indicators import NAMES, IndicatorConfig
+from speechssl.indicators import IndicatorConfig
 from speechssl.indicators.assess import assess_checkpoint, expand_upstreams, select_pool
-from speechssl.recipes.probe import default_cache_dir
-from speechssl.report.markdown import Report
-from speechssl.runs import start_run
+from speechssl.indicators.rows import read_indicator_rows
+from speechssl.report.indicators import write_indicator_report
+from speechssl.runs import probe_cache_dir, start_run
 
 __all__ = ["AssessConfig", "run_assess"]
 
@@ -45,7 +42,7 @@ class AssessConfig:
     )
     layers: list[int] | None = opt(None, "layers to assess (hidden-state indices); none = all")
     indicators: IndicatorConfig = opt(factory=IndicatorConfig, help="indicator settings")
-    cache_dir: Path = opt(factory=lambda: default_cache_dir(), help="feature cache")
+    cache_dir: Path = opt(factory=lambda: probe_cache_dir(), help="feature cache")
     device: str = opt("cpu", "device for feature extraction")
 
 
@@ -67,7 +64,7 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     settings = Path(cfg.out) / "settings.json"
     if old.is_file() and settings.is_file():
         if json.loads(settings.read_text()) == json.loads(json.dumps(_settings(cfg), default=str)):
-            for r in read_rows(old):
+            for r in read_indicator_rows(old):
                 done.setdefault(r["upstream"], []).append(r)
     run_dir = start_run(cfg.out, "assess", cfg, seed=cfg.seed)
     (run_dir / "settings.json").write_text(json.dumps(_settings(cfg), default=str))
@@ -89,81 +86,5 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
             f.flush()
             rows += new
     pool_s = sum(c.duration for c in pool)
-    write_report(rows, run_dir, cfg, len(pool), pool_s)
+    write_indicator_report(rows, run_dir, cfg.cuts, cfg.seed, cfg.indicators.k, len(pool), pool_s)
     return rows
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of an ``indicators.jsonl`` (or of the run folder holding it)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "indicators.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path} not found: run `speechssl assess` first")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def indicator_names(rows: list[dict]) -> list[str]:
-    """Indicator columns present in ``rows`` (intervals and bookkeeping left out)."""
-    present = {k for r in rows for k in r}
-    return [n for n in NAMES if n in present]
-
-
-def write_report(rows: list[dict], run_dir: Path, cfg: AssessConfig, n_cuts: int, pool_s: float):
-    names = indicator_names(rows)
-    rep = Report(run_dir, "Label-free indicators")
-    rep.text(
-        f"Pool: {n_cuts} cuts, {pool_s / 3600:.2f} h (seed {cfg.seed}) from "
-        + ", ".join(str(p) for p in cfg.cuts)
-        + f". k-means k = {cfg.indicators.k}. Config: `config.yaml`."
-    )
-    rep.table(
-        ["run", "step", "layer", *names],
-        [[r["run"], _dash(r["step"]), r["layer"], *[r.get(n) for n in names]] for r in rows],
-    )
-    for name in names:
-        png = plot_indicator(rows, name, run_dir / f"{name}.png")
-        rep.image(png, name)
-    rep.write()
-
-
-def _dash(x):
-    return "-" if x is None else x
-
-
-def plot_indicator(rows: list[dict], name: str, path: Path) -> Path:
-    """Left: ``name`` against step, a line per (run, layer); right: against layer, a line per
-    checkpoint."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
-    by_run_layer: dict[tuple, list] = defaultdict(list)
-    by_ckpt: dict[tuple, list] = defaultdict(list)
-    for r in rows:
-        v = r.get(name)
-        if v is None or not math.isfinite(v):
-            continue
-        if r["step"] is not None:
-            by_run_layer[(r["run"], r["layer"])].append((r["step"], v))
-        by_ckpt[(r["run"], r["step"])].append((r["layer"], v))
-    for (run, layer), pts in sorted(by_run_layer.items()):
-        pts.sort()
-        a.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"{run} L{layer}")
-    a.set_xlabel("training step")
-    a.set_ylabel(name)
-    if 0 < len(by_run_layer) <= 12:
-        a.legend(fontsize=6)
-    for (run, step), pts in sorted(by_ckpt.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-        pts.sort()
-        b.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"{run} @{_dash(step)}")
-    b.set_xlabel("layer")
-    if 0 < len(by_ckpt) <= 12:
-        b.legend(fontsize=6)
-    fig.suptitle(name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

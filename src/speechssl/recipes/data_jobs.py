@@ -11,9 +11,10 @@ from pathlib import Path
 
 from speechssl.config import opt
 from speechssl.data import corpora
-from speechssl.data.info import CutSetInfo, describe, plot_info
+from speechssl.data.info import CutSetInfo, describe
 from speechssl.data.manifest import PrepareReport, build_cutset, load_cuts, save_cuts
 from speechssl.data.split import parse_ratios, split_by_speaker
+from speechssl.report.cutset_info import plot_info
 from speechssl.runs import run_dir_for, start_run
 
 

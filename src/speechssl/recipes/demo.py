@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,17 @@ import torch
 from speechssl.audio.features import LogMel
 from speechssl.audio.io import load_cut
 from speechssl.config import opt
-from speechssl.data.info import describe, plot_info
+from speechssl.data.info import describe
 from speechssl.data.manifest import labels_of, load_cuts
 from speechssl.data.synth import synthesize_corpus
+from speechssl.report.cutset_info import plot_info
+from speechssl.report.demo import (
+    LogMelExample,
+    corpus_tables,
+    dino_figure,
+    logmel_figure,
+    pretrain_figure,
+)
 from speechssl.report.markdown import Report
 from speechssl.runs import cache_root, start_run
 
@@ -133,7 +140,7 @@ def _pretrain_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig)
     took = time.perf_counter() - t0
     records = read_metrics(run / "metrics.jsonl")
     last = [r for r in records if "loss" in r][-1]
-    _loss_plot(records, out / "pretrain.png")
+    pretrain_figure(records, out / "pretrain.png")
     report.heading("2. MT4SSL pretraining")
     report.text(
         f"k-means (k={km['k']}) on MFCC of the corpus, {len(labels)} cuts labelled at "
@@ -147,43 +154,15 @@ def _pretrain_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig)
     report.text(
         f"Label-free indicators (method B) were computed live on a fixed 3-minute pool every "
         f"{pcfg.monitor.every} steps, for {100 * share:.1f}% of the training time: RankMe "
-        "(effective rank of the frame embeddings; collapse shows as a fall) and Davies-Bouldin "
-        "(k-means cluster separation; lower is better), per layer, next to the loss. "
+        "(exp of the entropy of the normalised singular values of the uncentred frame "
+        "embeddings: a smooth count of the directions they use; collapse shows as a fall) and "
+        "Davies-Bouldin (k-means cluster separation; lower is better), per layer, next to the "
+        "loss. "
         "`speechssl assess` computes them for any checkpoint, `speechssl correlate` checks "
         "them against probe results."
     )
     report.image(out / "pretrain.png", "pretraining losses and live indicators")
     return str(run)
-
-
-def _loss_plot(records: list[dict], path: Path) -> None:
-    """Losses against step, and the live indicators (RankMe, Davies-Bouldin) per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [r for r in records if "loss" in r]
-    live = [r for r in records if "monitor_seconds" in r]
-    fig, axes = plt.subplots(1, 3 if live else 1, figsize=(13 if live else 6, 3), squeeze=False)
-    ax = axes[0][0]
-    for k in ("loss", "loss_kmeans", "loss_teacher"):
-        if train and k in train[0]:
-            ax.plot([r["step"] for r in train], [r[k] for r in train], label=k)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    for ax, name in zip(axes[0][1:], ("rankme", "davies_bouldin"), strict=False):
-        keys = sorted({k for r in live for k in r if k.endswith("/" + name)})
-        for k in keys:
-            ax.plot([r["step"] for r in live], [r.get(k) for r in live], marker="o", ms=3,
-                    label=k.split("/")[1])  # fmt: skip
-        ax.set_xlabel("step")
-        ax.set_ylabel(name)
-        ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _probes(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig, upstreams: dict) -> None:
@@ -230,60 +209,27 @@ def _corpus_summary(report: Report, cuts, out: Path) -> None:
         f"{info.utterances} utterances, {info.hours * 60:.1f} minutes, "
         f"{len(info.labels['speaker'])} voices in {len(info.labels['language'])} languages."
     )
-    seconds = defaultdict(float)
-    count = defaultdict(int)
-    meta = {}
-    for c in cuts:
-        lab = labels_of(c)
-        seconds[lab["speaker"]] += c.duration
-        count[lab["speaker"]] += 1
-        meta[lab["speaker"]] = (lab["language"], lab["gender"])
-    rows = [
-        [spk, meta[spk][0], meta[spk][1], count[spk], f"{seconds[spk] / 60:.2f}"]
-        for spk in sorted(seconds)
-    ]
-    report.table(["voice", "language", "gender", "utterances", "minutes"], rows)
-    per_lang = defaultdict(float)
-    for spk, (lang, _) in meta.items():
-        per_lang[lang] += seconds[spk]
-    report.table(
-        ["language", "minutes"], [[k, f"{v / 60:.2f}"] for k, v in sorted(per_lang.items())]
-    )
+    corpus_tables(report, cuts)
     path = plot_info(info, out / "corpus.png", title="synthetic corpus")
     report.image(path, "durations and label counts")
 
 
 def _logmel_pictures(report: Report, cuts, out: Path) -> None:
     """One log-mel picture per language, with its phoneme alignment underneath."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     first = {}
     for c in cuts:
         first.setdefault(labels_of(c)["language"], c)
-    langs = sorted(first)
     logmel = LogMel()
-    fig, axes = plt.subplots(len(langs), 1, figsize=(10, 2.3 * len(langs)), squeeze=False)
-    for ax, lang in zip(axes[:, 0], langs, strict=True):
+    examples = []
+    for lang in sorted(first):
         cut = first[lang]
-        wave = torch.from_numpy(load_cut(cut))[None]
-        feats = logmel(wave).features[0].numpy()
-        ax.imshow(feats.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
-        text = labels_of(cut)["text"]
-        ax.set_title(f'{lang} - {labels_of(cut)["speaker"]}: "{text}"', fontsize=9)
-        ax.set_ylabel("mel bin")
+        feats = logmel(torch.from_numpy(load_cut(cut))[None]).features[0].numpy()
+        lab = labels_of(cut)
+        change = np.array([], dtype=np.int64)
         if cut.has_custom("phonemes"):
-            ali = cut.load_phonemes()
-            change = np.flatnonzero(np.diff(ali)) + 1
-            for x in change:
-                ax.axvline(x, color="white", lw=0.3, alpha=0.6)
-    axes[-1, 0].set_xlabel("frame (10 ms); white lines: phoneme boundaries from espeak")
-    fig.tight_layout()
-    path = out / "logmel.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+            change = np.flatnonzero(np.diff(cut.load_phonemes())) + 1
+        examples.append(LogMelExample(f'{lang} - {lab["speaker"]}: "{lab["text"]}"', feats, change))
+    path = logmel_figure(examples, out / "logmel.png")
     report.heading("Log-mel, one utterance per language", level=3)
     report.image(path, "log-mel per language")
 
@@ -349,7 +295,7 @@ def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
         eers = {}
     took = time.perf_counter() - t0
     records = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
-    _dino_plot(records, out / "dino.png")
+    dino_figure(records, out / "dino.png")
     report.heading("4. DINO and speaker verification on held-out voices")
     report.text(
         f"A small ECAPA-TDNN (64 channels) trained by DINO for {cfg.dino_steps} steps on the "
@@ -367,29 +313,6 @@ def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
         "staying at log K (uniform) with the embedding std near 0 would mean collapse."
     )
     report.image(out / "dino.png", "DINO loss and collapse monitors")
-
-
-def _dino_plot(records: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in records]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
-    axes[0].plot(steps, [r["dino_loss"] for r in records])
-    axes[0].set_ylabel("DINO loss")
-    for k in ("teacher_entropy", "student_entropy"):
-        axes[1].plot(steps, [r[k] for r in records], label=k)
-    axes[1].legend(fontsize=7)
-    axes[1].set_ylabel("entropy (nats)")
-    axes[2].plot(steps, [r["embedding_std"] for r in records])
-    axes[2].set_ylabel("std of L2-normalised embeddings")
-    for ax in axes:
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _select_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig) -> None:

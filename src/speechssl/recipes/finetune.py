@@ -1,4 +1,4 @@
-"""``speechssl finetune``, ``embed`` and ``verify``: transfer an utterance-level encoder.
+"""``speechssl finetune``: transfer an utterance-level encoder to a labelled task.
 
     speechssl finetune --upstream runs/dino --task ravdess-emotion --strategy staged --out runs/ft
 
@@ -24,42 +24,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from speechssl.audio.augment import AugmentConfig, Augmenter
 from speechssl.config import opt, to_dict
-from speechssl.data.batching import Batch, LabelEncoder, WorkerRNG, collate_cuts, get_label
-from speechssl.data.manifest import load_cuts
+from speechssl.data.batching import LabelEncoder, get_label
+from speechssl.data.chunks import ChunkDataset
 from speechssl.errors import UserError
 from speechssl.evaluation.tasks import PRESETS, build_task
-from speechssl.evaluation.verification import (
-    cosine_scores,
-    embed_cuts,
-    make_trials,
-    score_speakers,
-    verification_metrics,
-)
+from speechssl.evaluation.verification import embed_cuts, score_speakers
+from speechssl.models.finetune import FinetuneModel
 from speechssl.models.registry import load_upstream, model_spec
-from speechssl.recipes.probe import default_cache_dir
-from speechssl.runs import start_run
+from speechssl.objectives.classify import ClassifyObjective
+from speechssl.report.finetune import render_finetune
+from speechssl.runs import probe_cache_dir, start_run
 from speechssl.training import TrainConfig, Trainer
 from speechssl.training.checkpoint import find_latest
 
-__all__ = [
-    "EmbedConfig",
-    "FinetuneConfig",
-    "VerifyConfig",
-    "run_embed",
-    "run_finetune",
-    "run_verify",
-]
+__all__ = ["FinetuneConfig", "run_finetune"]
 
 log = logging.getLogger("speechssl")
-
-LAST_AFFINE = ("pool", "pool_bn", "fc", "emb_bn")  # ECAPA-TDNN and ResNet segment-level layers
 
 
 @dataclass
@@ -89,73 +73,8 @@ class FinetuneConfig:
     seed: int = opt(0, "training seed")
     resume: bool = opt(False, "continue a stopped run from its checkpoints")
     data_root: Path | None = opt(None, "shared data folder (default $SPEECHSSL_DATA)")
-    cache_dir: Path = opt(factory=lambda: default_cache_dir(), help="prepared-CutSet cache")
+    cache_dir: Path = opt(factory=lambda: probe_cache_dir(), help="prepared-CutSet cache")
     num_workers: int = opt(0, "DataLoader workers")
-
-
-class FinetuneModel(nn.Module):
-    """An encoder's embedding and a new linear classifier; frozen parts stay in eval mode
-    (their batch-norm statistics do not drift while they are not trained)."""
-
-    def __init__(self, encoder: nn.Module, num_classes: int):
-        super().__init__()
-        if not hasattr(encoder, "embed"):
-            raise UserError(
-                f"{type(encoder).__name__} has no utterance embedding (embed()); finetune takes "
-                "ECAPA-TDNN or ResNet checkpoints (e.g. from `speechssl dino`)"
-            )
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.emb_dim, num_classes)
-
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder.embed(wave, lengths))
-
-    def freeze_all_but_last(self) -> None:
-        for name, p in self.encoder.named_parameters():
-            p.requires_grad = name.split(".")[0] in LAST_AFFINE
-
-    def unfreeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad = True
-
-    def train(self, mode: bool = True) -> FinetuneModel:
-        super().train(mode)
-        if mode:
-            for module in self.encoder.children():
-                if not any(p.requires_grad for p in module.parameters()):
-                    module.eval()
-        return self
-
-
-class ChunkDataset(torch.utils.data.Dataset):
-    """Random chunks of labelled cuts, each optionally augmented (per-worker seeded)."""
-
-    def __init__(self, encoder: LabelEncoder, chunk: float, augmenter, seed: int):
-        self.encoder, self.chunk, self.augmenter = encoder, chunk, augmenter
-        self._rng = WorkerRNG(seed)
-
-    def __getitem__(self, cuts) -> Batch:
-        gen = self._rng()
-        batch = collate_cuts(
-            cuts, label_encoders={self.encoder.field: self.encoder}, max_duration=self.chunk,
-            generator=gen,
-        )  # fmt: skip
-        if self.augmenter is not None:
-            g = gen if gen is not None else torch.default_generator
-            for row, n in enumerate(batch.lengths.tolist()):
-                batch.audio[row, :n] = self.augmenter(batch.audio[row, :n], g)
-        return batch
-
-
-class ClassifyObjective:
-    def __init__(self, field: str):
-        self.field = field
-
-    def __call__(self, model, batch: Batch):
-        logits = model(batch.audio, batch.lengths)
-        y = batch.labels[self.field]
-        loss = F.cross_entropy(logits, y)
-        return loss, {"acc": (logits.argmax(1) == y).float().mean()}
 
 
 def _stage(cfg: FinetuneConfig, model, name, train_cuts, dataset, epochs, lr) -> Path | None:
@@ -168,7 +87,7 @@ def _stage(cfg: FinetuneConfig, model, name, train_cuts, dataset, epochs, lr) ->
         min_lr=lr * 0.01,
         warmup_steps=max(1, steps // 10),
         weight_decay=1e-4,
-        weight_decay_end=1e-4,
+        grad_clip=3.0,
         log_every=max(1, min(10, steps // 10)),
         ckpt_every=max(1, steps // 4),
         seed=cfg.seed,
@@ -239,95 +158,5 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
                                "test": sorted(set(speakers))}  # fmt: skip
     results["config"] = to_dict(cfg)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (run_dir / "results.md").write_text(render(results) + "\n")
+    (run_dir / "results.md").write_text(render_finetune(results) + "\n")
     return results
-
-
-def render(r: dict) -> str:
-    what = (
-        f"test accuracy {100 * r['accuracy']:.1f} %"
-        if "accuracy" in r
-        else f"EER {100 * r['eer']:.2f} %, minDCF(0.01) {r['min_dcf_0.01']:.3f} on {r['trials']} trials"
-    )
-    return f"Fine-tuned {r['upstream']} ({r['strategy']}) on {r['task']}: {what}."
-
-
-@dataclass
-class EmbedConfig:
-    """Write utterance embeddings of a CutSet (embed() of ECAPA / ResNet encoders)."""
-
-    upstream: str = opt(help="checkpoint or run folder of an encoder with embed()")
-    cuts: Path = opt(help="CutSet manifest")
-    out: Path = opt(help="output .npz (embeddings [N, D] float32, cut ids)")
-    batch_size: int = opt(16, "utterances per batch")
-    device: str = opt("cpu", "device")
-
-
-def run_embed(cfg: EmbedConfig) -> Path:
-    model = load_upstream(cfg.upstream, device=cfg.device)
-    if not hasattr(model, "embed"):
-        raise UserError(f"{cfg.upstream} has no utterance embedding (embed()); use `probe`")
-    cuts = list(load_cuts(cfg.cuts))
-    emb = embed_cuts(model, cuts, batch_size=cfg.batch_size, device=cfg.device)
-    out = cfg.out if cfg.out.suffix == ".npz" else cfg.out.with_suffix(".npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, embeddings=emb.astype(np.float32), cut_ids=np.array([c.id for c in cuts]))
-    return out
-
-
-@dataclass
-class VerifyConfig:
-    """Speaker verification: cosine-score trials of embeddings -> EER and minDCF."""
-
-    embeddings: Path = opt(help="a .npz from `speechssl embed`")
-    cuts: Path | None = opt(None, "CutSet with the speaker label (to build balanced trials)")
-    trials: Path | None = opt(None, "trial list: lines 'cut_id_a cut_id_b 0|1' (else built)")
-    label: str = opt("speaker", "speaker label field (when building trials)")
-    seed: int = opt(0, "seed of the built trials")
-    out: Path | None = opt(None, "write the metrics as JSON here")
-
-
-def run_verify(cfg: VerifyConfig) -> dict:
-    if not cfg.embeddings.is_file():
-        raise UserError(f"{cfg.embeddings} not found: run `speechssl embed` first")
-    try:
-        data = np.load(cfg.embeddings)
-        emb, ids = data["embeddings"], [str(i) for i in data["cut_ids"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"{cfg.embeddings} is not an embeddings file from `speechssl embed` "
-            f"(arrays 'embeddings' and 'cut_ids'): {exc}"
-        ) from None
-    index = {c: i for i, c in enumerate(ids)}
-    if cfg.trials is not None:
-        rows = []
-        for n, line in enumerate(cfg.trials.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3 or parts[2] not in ("0", "1"):
-                raise UserError(f"{cfg.trials}:{n}: expected 'id_a id_b 0|1', got {line!r}")
-            missing = [p for p in parts[:2] if p not in index]
-            if missing:
-                raise UserError(f"{cfg.trials}:{n}: no embedding for {missing[0]!r}")
-            rows.append([index[parts[0]], index[parts[1]], int(parts[2])])
-        trials = np.array(rows, dtype=np.int64)
-    elif cfg.cuts is not None:
-        by_id = {c.id: c for c in load_cuts(cfg.cuts)}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise UserError(
-                f"{len(missing)} embedded cut(s) are not in {cfg.cuts}, e.g. {missing[0]}"
-            )
-        speakers = [str(get_label(by_id[i], cfg.label)) for i in ids]
-        trials = make_trials(speakers, seed=cfg.seed)
-    else:
-        raise UserError("give --trials or --cuts (to build trials from the speaker label)")
-    if len(trials) == 0 or trials[:, 2].min() == trials[:, 2].max():
-        raise UserError("the trials need both target and non-target pairs")
-    result = verification_metrics(cosine_scores(emb, trials), trials[:, 2])
-    result["trials"] = len(trials)
-    if cfg.out is not None:
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(result, indent=2) + "\n")
-    return result

@@ -13,43 +13,31 @@ allowed (fit on train, label train and dev) and recorded in the label set's info
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from lhotse.cut import Cut
 from tqdm import tqdm
 
 from speechssl.config import opt
-from speechssl.data.batching import collate_cuts
 from speechssl.data.manifest import load_cuts
 from speechssl.errors import UserError
-from speechssl.evaluation.features import cache_key, extract_features
-from speechssl.kmeans.fit import assign, fit_kmeans, subsample_frames
-from speechssl.kmeans.labels import (
-    KmeansLabels,
-    LabelSetInfo,
-    LabelWriter,
-    centroids_id,
-    check_centroids,
-    cuts_hash,
-)
+from speechssl.evaluation.features import layer_frames
+from speechssl.kmeans.fit import assign, fit_kmeans, subsample_frames, thin_frames
+from speechssl.kmeans.folder import load_kmeans, save_kmeans
+from speechssl.kmeans.labels import KmeansLabels, LabelSetInfo, LabelWriter, centroids_id, cuts_hash
 from speechssl.models.registry import load_upstream, upstream_id
 from speechssl.models.upstream import Upstream
 from speechssl.runs import start_run
 
-__all__ = ["KmeansFitConfig", "KmeansLabelConfig", "fit", "label", "load_kmeans"]
+__all__ = ["KmeansFitConfig", "KmeansLabelConfig", "fit", "label"]
 
 log = logging.getLogger("speechssl")
-
-CENTROIDS, META = "centroids.npy", "kmeans.json"
 
 
 @dataclass
@@ -86,50 +74,6 @@ class KmeansLabelConfig:
     cache_dir: Path | None = opt(
         None, "feature cache of `speechssl probe`; used when it already holds these cuts"
     )
-
-
-def _batches(cuts: Sequence[Cut], batch_size: int, max_seconds: float) -> list[list[int]]:
-    """Indices by decreasing duration, cut into batches bounded in count and padded seconds."""
-    order = sorted(range(len(cuts)), key=lambda i: cuts[i].duration, reverse=True)
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) >= batch_size or cuts[cur[0]].duration * (len(cur) + 1) > max_seconds):
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    return out + [cur] if cur else out
-
-
-def _stream_layer(
-    model: Upstream | None,
-    uid: str,
-    cuts: Sequence[Cut],
-    layer: int,
-    batch_size: int,
-    max_seconds: float,
-    device: str,
-    cache_dir: Path | None,
-) -> Iterator[tuple[Cut, np.ndarray]]:
-    """``(cut, frames [F, D] float32)`` for every cut, one batch in memory at a time.
-
-    Reads the probe feature cache instead when it already holds exactly these cuts.
-    """
-    if cache_dir is not None and (Path(cache_dir) / cache_key(uid, cuts) / "meta.json").is_file():
-        feats = extract_features(lambda: None, cuts, cache_dir, uid, progress=False)
-        log.info("frames from feature cache %s", feats.path)
-        for i, cut in enumerate(cuts):
-            yield cut, feats.frames(i, layer)
-        return
-    assert model is not None
-    with torch.inference_mode():
-        for idx in _batches(cuts, batch_size, max_seconds):
-            batch = collate_cuts([cuts[i] for i in idx], label_fields=[])
-            out = model(batch.audio.to(device), batch.lengths.to(device))
-            valid = out.mask.sum(1).cpu().numpy()
-            hs = out.hidden_states[layer].float().cpu().numpy()
-            for row, i in enumerate(idx):
-                yield cuts[i], np.ascontiguousarray(hs[row, : int(valid[row])])
 
 
 def _resolve_layer(model: Upstream, layer: int | None, spec: str) -> int:
@@ -169,15 +113,12 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
     kept: list[np.ndarray] = []
     total = 0
     bar = tqdm(total=len(cuts), desc="k-means frames", unit="cut", disable=not sys.stderr.isatty())
-    stream = _stream_layer(
+    stream = layer_frames(
         model, uid, cuts, layer, cfg.batch_size, cfg.max_batch_seconds, cfg.device, cfg.cache_dir
     )
     for cut, frames in stream:
         total += len(frames)
-        if keep_p < 1.0:
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(cut.id.encode())])
-            frames = frames[rng.random(len(frames)) < keep_p]
-        kept.append(frames.astype(np.float32, copy=False))
+        kept.append(thin_frames(frames, cut.id, keep_p, cfg.seed).astype(np.float32, copy=False))
         bar.update()
     bar.close()
     x = np.concatenate(kept) if kept else np.zeros((0, int(model.hidden_dim)), np.float32)
@@ -195,7 +136,7 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
             "upstream_id": uid,
             "layer": layer,
             "dim": x.shape[1],
-        },
+        },  # fmt: skip
         "label_rate": frame_rate,
         "kmeans_id": centroids_id(centroids),
         "inertia": inertia,
@@ -206,36 +147,10 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
         "frames_used": len(x),
         "frames_total": total,
     }
-    np.save(out / CENTROIDS, centroids)
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
-    log.info(
-        "k-means fitted: k=%d, %d of %d frames, inertia/frame %.4g",
-        cfg.k,
-        len(x),
-        total,
-        inertia / len(x),
-    )
+    save_kmeans(out, centroids, meta)
+    log.info("k-means fitted: k=%d, %d of %d frames, inertia/frame %.4g",
+             cfg.k, len(x), total, inertia / len(x))  # fmt: skip
     return meta
-
-
-def load_kmeans(folder: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(centroids, kmeans.json)`` of a fit folder; UserError if missing, empty or altered."""
-    folder = Path(folder)
-    if not (folder / META).is_file() or not (folder / CENTROIDS).is_file():
-        raise UserError(f"{folder} is not a k-means folder ({CENTROIDS} + {META} expected)")
-    try:
-        meta = json.loads((folder / META).read_text())
-        centroids = np.load(folder / CENTROIDS)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read k-means folder {folder}: {exc}") from None
-    centroids = check_centroids(centroids, where=str(folder))
-    if meta.get("k") != len(centroids):
-        raise UserError(
-            f"{folder}: {META} says k={meta.get('k')} but there are {len(centroids)} centroids"
-        )
-    if meta.get("kmeans_id") != centroids_id(centroids):
-        raise UserError(f"{folder}: {CENTROIDS} does not match the kmeans_id in {META} (altered?)")
-    return centroids, meta
 
 
 def label(cfg: KmeansLabelConfig) -> KmeansLabels:
@@ -265,11 +180,8 @@ def label(cfg: KmeansLabelConfig) -> KmeansLabels:
     )
     start_run(cfg.out, "kmeans label", cfg)
     if info.same_cuts_as_fit is False:
-        log.warning(
-            "labelling %s with a k-means fitted on other cuts (%s); recorded in labels.json",
-            cfg.cuts,
-            info.fit_cuts,
-        )
+        log.warning("labelling %s with a k-means fitted on other cuts (%s); recorded in "
+                    "labels.json", cfg.cuts, info.fit_cuts)  # fmt: skip
     writer = LabelWriter(cfg.out, info, shard_size=cfg.shard_size)
     todo = [c for c in cuts if not writer.done(c.id)]
     if todo:
@@ -279,23 +191,10 @@ def label(cfg: KmeansLabelConfig) -> KmeansLabels:
                 f"{spec} now makes {model.frame_rate:g} frames/s but the k-means was fitted at "
                 f"{info.label_rate:g}"
             )
-        bar = tqdm(
-            total=len(cuts),
-            initial=len(cuts) - len(todo),
-            desc="k-means labels",
-            unit="cut",
-            disable=not sys.stderr.isatty(),
-        )
-        stream = _stream_layer(
-            model,
-            uid,
-            todo,
-            int(feature["layer"]),
-            cfg.batch_size,
-            cfg.max_batch_seconds,
-            cfg.device,
-            cfg.cache_dir,
-        )
+        bar = tqdm(total=len(cuts), initial=len(cuts) - len(todo), desc="k-means labels",
+                   unit="cut", disable=not sys.stderr.isatty())  # fmt: skip
+        stream = layer_frames(model, uid, todo, int(feature["layer"]), cfg.batch_size,
+                              cfg.max_batch_seconds, cfg.device, cfg.cache_dir)  # fmt: skip
         try:
             for cut, frames in stream:
                 labels, _ = (

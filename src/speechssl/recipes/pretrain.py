@@ -7,9 +7,12 @@ One recipe covers HuBERT (k-means only), data2vec (teacher only) and MT4SSL (bot
 1:1): the shipped configs differ only in the target weights and the sizes. The run folder's
 checkpoints hold the student, its heads and the teacher; their ``model.json`` carries
 ``"prefix": "encoder."``, so ``load_upstream(run_dir)`` returns the student encoder alone.
+Pseudo-label targets (method A) come from ``--targets.pretext`` and/or ``--targets.pretext-from
+selection.json``; with a selection, log-mel and MFCC reconstruction are added as the method
+says (``--no-targets.baselines`` drops them; see :func:`~speechssl.pseudolabels.targets.pretext_weights`).
 
-:func:`second_iteration` is HuBERT's next round: fit k-means on a layer of the trained
-encoder, label the cuts with it, and pre-train again on those labels.
+HuBERT's next round (k-means on a layer of the trained encoder, then pretraining on those
+labels) is :mod:`speechssl.recipes.pretrain_next`.
 """
 
 from __future__ import annotations
@@ -22,21 +25,20 @@ from typing import Any, Literal
 
 from speechssl.config import opt
 from speechssl.data.manifest import load_cut_sets
+from speechssl.data.pretrain import PretrainDataset
 from speechssl.errors import UserError
 from speechssl.indicators.live import LiveIndicators, MonitorSection
+from speechssl.models.pretrain import PretrainModel
 from speechssl.models.registry import model_spec
 from speechssl.models.transformer import PRESETS, FrameTransformer, preset
 from speechssl.objectives.masked_prediction import (
-    FrameCounter,
     KmeansCE,
     MaskedObjective,
     MultiTarget,
     PretextRegression,
-    PretrainDataset,
-    PretrainModel,
     TeacherRegression,
 )
-from speechssl.pseudolabels.targets import PretextTargets, fit_stats
+from speechssl.pseudolabels.targets import PretextTargets, fit_stats, pretext_weights
 from speechssl.runs import start_run
 from speechssl.training import TrainConfig, Trainer, seed_everything
 
@@ -50,7 +52,6 @@ __all__ = [
     "build_pretrain_model",
     "build_trainer",
     "run_pretrain",
-    "second_iteration",
 ]
 
 log = logging.getLogger("speechssl")
@@ -82,11 +83,17 @@ class TargetsSection:
     top_k: int = opt(8, "teacher block outputs averaged into the target")
     pretext: list[str] = opt(
         help="pseudo-label regressions, name or name=weight (f0, loudness=0.5, logmel, mfcc; "
-        "see speechssl.pseudolabels), comma- or space-separated",
+        "see speechssl.pseudolabels), comma- or space-separated; with pretext-from, they add "
+        "to the selection's targets or override their weights (weight 0 drops one)",
         factory=list,
     )
     pretext_from: Path | None = opt(
         None, "take the pretext targets and weights from a `speechssl select` selection.json"
+    )
+    baselines: bool | None = opt(
+        None,
+        "add log-mel and MFCC reconstruction at weight 1, method A's baselines "
+        "(default: on with pretext-from, off otherwise)",
     )
     pretext_weight: float = opt(1.0, "weight of the pretext regressions in the total loss")
     pretext_stats_cuts: int = opt(200, "training cuts sampled to standardise pretext targets")
@@ -103,8 +110,14 @@ class DataSection:
     train: list[Path] = opt(help="training CutSet(s) (JSONL manifests)", factory=list)
     crop_seconds: float | None = opt(5.0, "random crop of longer cuts (none: whole cuts)")
     seed: int | None = opt(
-        None, "seed of the crops' own generator (none: torch's RNG, restored on resume)"
+        None, "seed mixed into every batch's crop seed (none: train.seed, rank, epoch, batch)"
     )
+
+
+def _pretrain_train() -> TrainConfig:
+    """Masked prediction's optimisation defaults (AdamW, weight decay 0.01 as HuBERT and
+    data2vec; clipping as the shipped configs)."""
+    return TrainConfig(lr=5e-4, warmup_steps=1000, weight_decay=0.01, grad_clip=3.0)
 
 
 @dataclass
@@ -117,7 +130,7 @@ class PretrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     targets: TargetsSection = field(default_factory=TargetsSection)
     masking: MaskingSection = field(default_factory=MaskingSection)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=_pretrain_train)
     data: DataSection = field(default_factory=DataSection)
     monitor: MonitorSection = field(default_factory=MonitorSection)
     out: Path = opt(Path("runs/pretrain"), "run folder (config, metrics, checkpoints)")
@@ -137,17 +150,6 @@ def _encoder_config(m: ModelSection):
     return preset(m.preset, **overrides)
 
 
-def _pretext_weights(entries: list[str]) -> dict[str, float]:
-    out = {}
-    for e in (part for entry in entries for part in entry.split(",") if part.strip()):
-        name, sep, w = e.partition("=")
-        try:
-            out[name.strip()] = float(w) if sep else 1.0
-        except ValueError:
-            raise UserError(f"pretext entry {e!r} is not name=weight") from None
-    return out
-
-
 def build_pretrain_model(
     cfg: PretrainConfig, kmeans_classes: int | None, pretext: PretextTargets | None = None
 ) -> PretrainModel:
@@ -162,25 +164,6 @@ def build_pretrain_model(
         teacher_top_k=t.top_k if t.teacher_weight else None,
         pretext_dims=pretext.dims() if pretext is not None else None,
     )
-
-
-def pretext_weights(t: TargetsSection) -> dict[str, float]:
-    """The pretext targets of ``t``: ``pretext`` entries, or those of a selection.json."""
-    weights = _pretext_weights(t.pretext)
-    if t.pretext_from is not None:
-        if weights:
-            raise UserError("give targets.pretext or targets.pretext-from, not both")
-        from speechssl.pseudolabels.targets import weights_from_selection
-
-        weights = weights_from_selection(t.pretext_from)
-    if any(w < 0 for w in weights.values()):
-        raise UserError("pretext weights must be >= 0")
-    if weights:
-        from speechssl.pseudolabels import get
-
-        for name in weights:
-            get(name)  # unknown names: one line listing the known ones
-    return {n: w for n, w in weights.items() if w}
 
 
 def build_objective(cfg: PretrainConfig, pretext: PretextTargets | None = None) -> MaskedObjective:
@@ -200,10 +183,10 @@ def _check_config(cfg: PretrainConfig) -> None:
     t = cfg.targets
     if t.kmeans_weight < 0 or t.teacher_weight < 0:
         raise UserError("target weights must be >= 0")
-    if not t.kmeans_weight and not t.teacher_weight and not (t.pretext or t.pretext_from):
+    if not (t.kmeans_weight or t.teacher_weight or t.pretext or t.pretext_from or t.baselines):
         raise UserError(
             "no target: set targets.kmeans-weight, targets.teacher-weight above 0, "
-            "or targets.pretext"
+            "targets.pretext or targets.pretext-from"
         )
     if t.kmeans_weight and t.kmeans_labels is None:
         raise UserError("the k-means target needs --targets.kmeans-labels (a label folder)")
@@ -253,15 +236,16 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
     if cfg.targets.kmeans_weight:
         labels, k = _open_labels(cfg, cuts)
     pretext = None
-    weights = pretext_weights(cfg.targets)
+    t = cfg.targets
+    weights = pretext_weights(t.pretext, t.pretext_from, t.baselines)
     if weights:
-        stats = fit_stats(cuts, list(weights), cfg.targets.pretext_stats_cuts, cfg.train.seed)
+        stats = fit_stats(cuts, list(weights), t.pretext_stats_cuts, cfg.train.seed)
         pretext = PretextTargets(stats, weights)
     run_dir = start_run(cfg.out, "pretrain", cfg, seed=cfg.train.seed)
     seed_everything(cfg.train.seed)  # the same initial weights on every rank
     model = build_pretrain_model(cfg, k, pretext)
     dataset = PretrainDataset(
-        FrameCounter(model.encoder.config.frontend),
+        model.encoder.frame_counter(),
         labels=labels,
         crop_seconds=cfg.data.crop_seconds,
         seed=cfg.data.seed,
@@ -276,66 +260,3 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         monitor = LiveIndicators.from_section(cfg.monitor, pool)
     objective = build_objective(cfg, pretext)
     return Trainer(model, objective, cuts, dataset, cfg.train, run_dir, spec, monitor)
-
-
-@dataclass
-class NextIterationConfig:
-    """HuBERT's next iteration in one command: k-means on a layer of a finished run, label the
-    cuts, and pretrain a fresh model on the new targets (the run's config gives the rest)."""
-
-    run: Path = opt(help="finished pretraining run folder (its config.yaml and checkpoints)")
-    cuts: Path = opt(help="CutSet to cluster, label and train on")
-    out: Path = opt(help="folder for kmeans/, labels/ and the new pretrain/ run")
-    layer: int = opt(6, "hidden state of the trained encoder to cluster")
-    k: int = opt(500, "clusters (HuBERT's second iteration: 500)")
-    max_frames: int = opt(200_000, "frames sampled for the k-means fit")
-
-
-def second_iteration(
-    run_dir: str | Path,
-    layer: int,
-    k: int,
-    cuts: str | Path,
-    out: str | Path,
-    cfg: PretrainConfig | None = None,
-    max_frames: int = 200_000,
-) -> Path | None:
-    """HuBERT's next iteration: k-means (``k``) on ``layer`` of the encoder trained in
-    ``run_dir``, labels for ``cuts``, then pre-training on them into ``out/pretrain``.
-
-    ``cfg`` (default: the finished run's ``config.yaml``) gives everything else; its k-means
-    target is switched on (weight 1 if it was 0) and pointed at the new labels, and the new
-    run starts from scratch, as in HuBERT (a fresh model learns the better targets).
-    """
-    from speechssl.config import build
-    from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig, fit, label
-
-    run_dir, out = Path(run_dir), Path(out)
-    if cfg is None:
-        cfg = build(PretrainConfig, yaml_file=run_dir / "config.yaml")
-    fit(
-        KmeansFitConfig(
-            cuts=Path(cuts),
-            out=out / "kmeans",
-            upstream=str(run_dir),
-            layer=layer,
-            k=k,
-            max_frames=max_frames,
-            seed=cfg.train.seed,
-        )
-    )
-    label(KmeansLabelConfig(kmeans=out / "kmeans", cuts=Path(cuts), out=out / "labels"))
-    targets = dataclasses.replace(
-        cfg.targets,
-        kmeans_labels=out / "labels",
-        kmeans_weight=cfg.targets.kmeans_weight or 1.0,
-        kmeans_k=k,
-        kmeans_upstream=str(run_dir),
-        kmeans_layer=layer,
-    )
-    data = dataclasses.replace(cfg.data, train=[Path(cuts)])
-    train = dataclasses.replace(cfg.train, resume=False)
-    nxt = dataclasses.replace(
-        cfg, targets=targets, data=data, train=train, out=out / "pretrain", resume=False
-    )
-    return run_pretrain(nxt)

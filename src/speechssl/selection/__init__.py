@@ -1,9 +1,12 @@
 """Training-free pseudo-label selection by conditional independence (METHODS.md, method A).
 
-:mod:`~speechssl.selection.hsic` scores single pseudo-labels (HSIC inside each downstream
-class, permutation p-value, bootstrap interval); :mod:`~speechssl.selection.groups` fits
-softmax/sparsemax weights over several. ``speechssl select`` (:mod:`speechssl.recipes.select`)
-runs both on a CutSet.
+:mod:`~speechssl.selection.items` turns cuts into items (downsampled log-mel and
+pseudo-label means); :mod:`~speechssl.selection.hsic` scores single pseudo-labels (HSIC
+inside each downstream class, permutation p-value, jackknife or bootstrap interval);
+:mod:`~speechssl.selection.groups` fits softmax/sparsemax weights over several;
+:mod:`~speechssl.selection.ranking` ranks them. ``speechssl select``
+(:mod:`speechssl.recipes.select`) wires these on a CutSet; its report is
+:mod:`speechssl.report.selection`.
 """
 
 from speechssl.selection.groups import GroupResult, fit_group, sparsemax

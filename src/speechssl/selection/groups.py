@@ -138,8 +138,8 @@ class _PairData:
 @contextmanager
 def _threads(n: int) -> Iterator[None]:
     """Group fitting is small ops (1000 SGD steps of a GEMV over at most ~100^2 / 2 pairs per
-    class): extra OpenMP threads only add synchronisation, which made it 2-10x slower with 2
-    threads on a busy 2-core machine. The caller's setting is restored afterwards."""
+    class): extra OpenMP threads only add synchronisation, which made it several times slower
+    with 2 threads on a busy 2-core machine. The caller's setting is restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

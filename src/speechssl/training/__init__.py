@@ -1,6 +1,7 @@
 """One explicit training loop (torchrun/DDP), schedules as arrays, safe checkpoints, logging.
 
-See :mod:`speechssl.training.trainer` for the objective protocol and the iteration order.
+See :mod:`speechssl.objectives.base` for the objective contract and
+:mod:`speechssl.training.trainer` for the iteration order.
 """
 
 from speechssl.training.checkpoint import CheckpointError, find_latest, load_checkpoint
@@ -8,7 +9,6 @@ from speechssl.training.metrics_log import read_metrics
 from speechssl.training.schedules import cosine_schedule, ema_schedule
 from speechssl.training.trainer import (
     NonFiniteLossError,
-    Objective,
     TrainConfig,
     Trainer,
     seed_everything,
@@ -17,7 +17,6 @@ from speechssl.training.trainer import (
 __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
-    "Objective",
     "TrainConfig",
     "Trainer",
     "cosine_schedule",

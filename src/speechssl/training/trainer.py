@@ -4,21 +4,16 @@ A recipe builds one ``nn.Module`` that holds everything that trains (encoder *an
 objective's heads/projectors, so that DDP, the optimizer and checkpoints see them all), an
 objective, the data, and calls ``Trainer(...).fit()``.
 
-An objective is any callable ``objective(model, batch) -> (loss, metrics)`` where ``model`` is
-the (possibly DDP-wrapped) module -- call it, not its submodules, so DDP can sync gradients --
-and ``metrics`` maps names to floats or scalar tensors (the same names on every rank). Optional:
+An objective is a :class:`speechssl.objectives.base.Objective`: ``objective(model, batch, step)
+-> (loss, metrics)`` plus optional hooks declared there (``cancel_gradients``, ``after_step``,
+``state_dict``/``load_state_dict``). ``step`` is a :class:`~speechssl.objectives.base.Step`
+with this iteration's index, learning rate, weight decay, EMA momentum and the value of every
+schedule the recipe passed as ``schedules`` (arrays indexed by step: DINO's teacher
+temperature). A plain callable ``fn(model, batch, step)`` is accepted too (no hooks).
 
-- ``cancel_gradients(model, step)``: after clipping, before the optimizer step (DINO freezes
-  its last layer's gradients during the first epoch this way);
-- ``after_step(model, step, momentum)``: after the optimizer step, with this step's EMA
-  momentum (``None`` without an EMA schedule), e.g. to update an EMA teacher;
-- ``state_dict()`` / ``load_state_dict(state)``: objective state kept outside ``model``
-  (DINO's center, an EMA teacher), saved in every checkpoint; tensors and plain containers only.
-
-Hooks get the unwrapped model and ``step``, the 0-based index of this iteration
-(step numbers in logs and checkpoint names count steps done, so they are ``step + 1``). One iteration, in this order (the DINO order): schedules ->
-forward -> finite-loss check -> backward (``no_sync`` on all but the last micro-batch) ->
-clip -> cancel gradients -> optimizer step -> EMA hook -> metrics.
+One iteration, in this order (the DINO order): schedules -> forward -> finite-loss check ->
+backward (``no_sync`` on all but the last micro-batch) -> clip -> cancel gradients ->
+optimizer step -> EMA hook -> metrics.
 
 Distributed: started by ``torchrun`` (see :mod:`speechssl.training.distributed` for the
 multi-node command); one process per GPU, NCCL on GPU, gloo on CPU. Checkpoints are written
@@ -37,10 +32,12 @@ Resume: a checkpoint holds, per rank, the epoch and how many batches of it were 
 the python/numpy/torch RNG states. Resuming calls ``set_epoch`` and skips that many batches
 of the sampler's (deterministic, seed + epoch) order -- only cut metadata, no audio is read.
 This is exact even when DataLoader workers prefetch ahead (a sampler's own ``state_dict``
-would count the prefetched batches as consumed). Weights after a resume are bit-identical to
-an uninterrupted run when the data pipeline draws randomness from the main process
-(``num_workers=0``) or none at all, and ``deterministic`` is set for GPU kernels; with workers,
-the batches are the same but worker-side augmentation may differ.
+would count the prefetched batches as consumed). The data pipeline's randomness needs no state:
+each batch reaches the dataset as a :class:`speechssl.data.batching.SeededCuts` whose seed
+mixes (seed, rank, epoch, index of the batch in its epoch), and the library's datasets draw
+their crops and augmentation from it (:class:`speechssl.data.batching.BatchRNG`), so a batch
+draws the same with 0 or N workers, before and after a resume. Weights after a resume are
+bit-identical to an uninterrupted run when ``deterministic`` is set for GPU kernels.
 """
 
 from __future__ import annotations
@@ -52,9 +49,10 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -62,7 +60,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from speechssl.config import opt
+from speechssl.data.batching import SeededCuts, mix_seed
 from speechssl.errors import UserError
+from speechssl.objectives.base import Objective, Step
 from speechssl.training.checkpoint import (
     capture_rng,
     find_latest,
@@ -79,7 +79,7 @@ from speechssl.training.distributed import (
 from speechssl.training.metrics_log import MetricsLog
 from speechssl.training.schedules import cosine_schedule, ema_schedule
 
-__all__ = ["NonFiniteLossError", "Objective", "TrainConfig", "Trainer", "seed_everything"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "Trainer", "seed_everything"]
 
 log = logging.getLogger("speechssl")
 SAMPLE_RATE = 16000
@@ -87,7 +87,11 @@ SAMPLE_RATE = 16000
 
 @dataclass
 class TrainConfig:
-    """How to train; the model, objective and data are the recipe's business."""
+    """How to train; the model, objective and data are the recipe's business.
+
+    The defaults are neutral (no weight decay, no clipping); each method's config sets its
+    own (DINO: AdamW, weight decay 0.04 -> 0.4, clip 3; UnFuSeD-style runs: SGD, momentum 0.9).
+    """
 
     max_steps: int = opt(10000, "optimizer steps to train for (the loop counts steps, not epochs)")
     max_minutes: float | None = opt(
@@ -96,9 +100,11 @@ class TrainConfig:
     lr: float = opt(5e-4, "peak learning rate, reached at the end of the warm-up")
     min_lr: float = opt(1e-6, "learning rate at the last step (cosine decay)")
     warmup_steps: int = opt(1000, "steps of linear learning-rate warm-up from 0")
-    weight_decay: float = opt(0.04, "AdamW weight decay at the first step")
-    weight_decay_end: float = opt(
-        0.04, "weight decay at the last step (cosine); biases/norms get none"
+    optimizer: Literal["adamw", "sgd"] = opt("adamw", "adamw, or sgd with momentum")
+    momentum: float = opt(0.9, "SGD momentum (sgd only)")
+    weight_decay: float = opt(0.0, "weight decay at the first step (biases/norms get none)")
+    weight_decay_end: float | None = opt(
+        None, "weight decay at the last step, cosine from the first (none: constant)"
     )
     ema_start: float | None = opt(
         None, "EMA teacher momentum at the first step, e.g. 0.996 (none: no EMA schedule)"
@@ -108,8 +114,10 @@ class TrainConfig:
     ema_shape: Literal["cosine", "linear"] = opt(
         "cosine", "EMA ramp: cosine (DINO) or linear (data2vec)"
     )
-    betas: list[float] = opt(factory=lambda: [0.9, 0.999], help="AdamW betas")
-    grad_clip: float | None = opt(3.0, "clip the global gradient norm to this (none or 0: no clip)")
+    betas: list[float] = opt(factory=lambda: [0.9, 0.999], help="AdamW betas (adamw only)")
+    grad_clip: float | None = opt(
+        None, "clip the global gradient norm to this (none or 0: no clip)"
+    )
     accum_steps: int = opt(1, "micro-batches per optimizer step (gradient accumulation)")
     precision: Literal["fp32", "bf16"] = opt(
         "fp32", "bf16 autocast on CUDA (ignored, with a note, on CPU)"
@@ -127,13 +135,14 @@ class TrainConfig:
     resume: bool = opt(False, "continue from the run folder's latest checkpoint")
 
 
-@runtime_checkable
-class Objective(Protocol):
-    """What the trainer needs from an objective (hooks are optional, see the module docstring)."""
+class _Callable(Objective):
+    """A plain ``fn(model, batch, step)`` as an objective without hooks."""
 
-    def __call__(
-        self, model: torch.nn.Module, batch: Any
-    ) -> tuple[torch.Tensor, dict[str, Any]]: ...
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, model: torch.nn.Module, batch: Any, step: Step):
+        return self.fn(model, batch, step)
 
 
 class NonFiniteLossError(UserError):
@@ -148,26 +157,28 @@ def seed_everything(seed: int) -> None:
 
 
 class _SkipFirst:
-    """The sampler, minus the batches already consumed before a resume (on its next pass only)."""
+    """The sampler, minus the batches already consumed before a resume (on its next pass only),
+    each batch as :class:`SeededCuts` seeded from (seed, rank, ``epoch``, index in the epoch)."""
 
-    def __init__(self, sampler: Any) -> None:
-        self.sampler = sampler
+    def __init__(self, sampler: Any, seed: int, rank: int) -> None:
+        self.sampler, self.seed, self.rank = sampler, seed, rank
         self.skip = 0
+        self.epoch = 0  # set by the trainer before each pass
 
     def __iter__(self):
         # Only next(), never iter() again: a lhotse sampler is its own iterator, and iter()
         # restarts its epoch.
         it = iter(self.sampler)
-        skip, self.skip = self.skip, 0
+        skip, self.skip, epoch = self.skip, 0, self.epoch
+        index = 0
         while True:
             try:
                 batch = next(it)
             except StopIteration:
                 return
-            if skip:
-                skip -= 1
-            else:
-                yield batch
+            if index >= skip:  # skipped batches keep their index: the seeds do not shift
+                yield SeededCuts(batch, mix_seed(self.seed, self.rank, epoch, index))
+            index += 1
 
 
 class Trainer:
@@ -175,7 +186,8 @@ class Trainer:
 
     Args:
         model: one module holding every trainable part (encoder + the objective's heads).
-        objective: see the module docstring.
+        objective: an :class:`~speechssl.objectives.base.Objective` (or a plain callable
+            ``fn(model, batch, step)``); see the module docstring.
         train_cuts_or_sampler: a CutSet (a ``DynamicBucketingSampler`` is built with this
             process's rank and world size, ``batch_duration`` seconds per batch) or a ready
             lhotse sampler (its ``rank``/``world_size`` must match the process group, or be
@@ -190,6 +202,8 @@ class Trainer:
             rank 0 before the first step and every ``every`` steps (e.g. label-free indicators,
             :mod:`speechssl.indicators.live`); its dict is logged with the step, and its
             ``monitor_seconds`` are summed into ``monitor_share`` of the training time.
+        schedules: name -> array of ``max_steps`` values the recipe precomputed (e.g. DINO's
+            teacher temperature); the objective reads ``step[name]``.
     """
 
     def __init__(
@@ -202,11 +216,22 @@ class Trainer:
         run_dir: str | Path,
         model_spec: dict[str, Any] | None = None,
         monitor: Any = None,
+        schedules: Mapping[str, Any] | None = None,
     ) -> None:
         c = config
         self.monitor = monitor if monitor is not None and getattr(monitor, "every", 0) else None
-        if c.max_steps < 1 or c.accum_steps < 1 or c.log_every < 1 or c.ckpt_every < 1:
-            raise UserError("max_steps, accum_steps, log_every and ckpt_every must be >= 1")
+        for name in ("max_steps", "accum_steps", "log_every", "ckpt_every"):
+            if getattr(c, name) < 1:
+                raise UserError(
+                    f"train.{name.replace('_', '-')} = {getattr(c, name)}: must be >= 1"
+                )
+        self.schedules = {k: np.asarray(v, dtype=np.float64) for k, v in (schedules or {}).items()}
+        for name, values in self.schedules.items():
+            if values.shape != (c.max_steps,):
+                raise ValueError(
+                    f"schedule {name!r} has shape {values.shape}, need ({c.max_steps},): one "
+                    "value per step"
+                )
         self.config = c
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -218,7 +243,7 @@ class Trainer:
         seed_everything(c.seed + self.dist.rank)  # dropout/masking differ per rank on purpose
         device = self.dist.device
         self.model = model.to(device)
-        self.objective = objective
+        self.objective = objective if isinstance(objective, Objective) else _Callable(objective)
         if isinstance(objective, torch.nn.Module):
             objective.to(device)
         self.ddp = (
@@ -227,7 +252,7 @@ class Trainer:
             else model
         )
         self.sampler = self._make_sampler(train_cuts_or_sampler)
-        self._batches = _SkipFirst(self.sampler)
+        self._batches = _SkipFirst(self.sampler, c.seed, self.dist.rank)
         self._loader_rng = torch.Generator()  # keeps the loader off the global RNG
         self.loader = DataLoader(
             dataset,
@@ -243,7 +268,8 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         # Schedules are data: index by step.
         self.lr = cosine_schedule(c.lr, c.min_lr, c.max_steps, c.warmup_steps)
-        self.wd = cosine_schedule(c.weight_decay, c.weight_decay_end, c.max_steps)
+        wd_end = c.weight_decay if c.weight_decay_end is None else c.weight_decay_end
+        self.wd = cosine_schedule(c.weight_decay, wd_end, c.max_steps)
         self.ema = (
             None
             if c.ema_start is None
@@ -296,10 +322,15 @@ class Trainer:
             {"params": decay, "decay": True},
             {"params": no_decay, "decay": False, "weight_decay": 0.0},
         ]
-        if len(self.config.betas) != 2:
-            raise UserError(f"betas must be two numbers, got {self.config.betas}")
-        betas = (float(self.config.betas[0]), float(self.config.betas[1]))
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.lr, betas=betas)
+        groups = [g for g in groups if g["params"]]
+        c = self.config
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
+        if c.optimizer != "adamw":
+            raise UserError(f"train.optimizer = {c.optimizer!r}: use adamw or sgd")
+        if len(c.betas) != 2:
+            raise UserError(f"train.betas = {c.betas}: must be two numbers")
+        return torch.optim.AdamW(groups, lr=c.lr, betas=(float(c.betas[0]), float(c.betas[1])))
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -308,6 +339,7 @@ class Trainer:
             if self._iter is None:
                 if hasattr(self.sampler, "set_epoch"):
                     self.sampler.set_epoch(self.epoch)
+                self._batches.epoch = self.epoch
                 seed = (self.config.seed * 1_000_003 + self.dist.rank * 7_919 + self.epoch) % 2**63
                 self._loader_rng.manual_seed(seed)  # worker seeds depend on (seed, rank, epoch)
                 self._iter = iter(self.loader)
@@ -334,6 +366,7 @@ class Trainer:
         # 1. schedules
         lr, wd = float(self.lr[step]), float(self.wd[step])
         momentum = None if self.ema is None else float(self.ema[step])
+        now = Step(step, lr, wd, momentum, {k: float(v[step]) for k, v in self.schedules.items()})
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             group["weight_decay"] = wd if group["decay"] else 0.0
@@ -352,7 +385,7 @@ class Trainer:
             with sync:
                 # 2. forward
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
-                    loss, metrics = self.objective(self.ddp, batch)
+                    loss, metrics = self.objective(self.ddp, batch, now)
                 # 3. finite-loss check, before anything is changed or saved
                 value = float(loss.detach())
                 if not math.isfinite(value):
@@ -371,14 +404,12 @@ class Trainer:
         bound = c.grad_clip if c.grad_clip else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), bound)
         # 6. optional cancel of gradients (e.g. DINO's last layer early on)
-        if hasattr(self.objective, "cancel_gradients"):
-            self.objective.cancel_gradients(model, step)
+        self.objective.cancel_gradients(model, now)
         # 7. optimizer step
         self.optimizer.step()
         # 8. EMA / teacher update
-        if hasattr(self.objective, "after_step"):
-            with torch.no_grad():
-                self.objective.after_step(model, step, momentum)
+        with torch.no_grad():
+            self.objective.after_step(model, now)
         self.step += 1
         # 9. metrics (reduced over ranks only when logged)
         out = {k: v / c.accum_steps for k, v in sums.items()}
@@ -489,9 +520,7 @@ class Trainer:
             "step": self.step,
             "world_size": self.dist.world_size,
             "optimizer": self.optimizer.state_dict(),
-            "objective": (
-                self.objective.state_dict() if hasattr(self.objective, "state_dict") else None
-            ),
+            "objective": self.objective.state_dict(),
             "ranks": ranks,
         }
         path = save_checkpoint(
@@ -513,7 +542,7 @@ class Trainer:
             return
         state = load_checkpoint(ckpt, self.model, self.model_spec, map_location=self.dist.device)
         self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("objective") is not None and hasattr(self.objective, "load_state_dict"):
+        if state.get("objective") is not None:
             self.objective.load_state_dict(state["objective"])
         self.step = int(state["step"])
         ranks = state["ranks"]

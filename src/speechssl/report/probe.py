@@ -1,0 +1,41 @@
+"""The Markdown table of one ``speechssl probe`` run (``results.md`` and the CLI)."""
+
+from __future__ import annotations
+
+__all__ = ["render_probe"]
+
+
+def render_probe(r: dict) -> str:
+    """A short Markdown table of one probe's results."""
+    lines = [
+        f"# Probe: {r.get('upstream', '?')} on {r['task']} ({r['kind']}, label `{r['label']}`)",
+        "",
+    ]
+    lines.append("Splits: " + ", ".join(f"{k} {v}" for k, v in r["split_sizes"].items()))
+    lines.append("")
+    if r["kind"] == "verification":
+        lines += ["| layer | EER % | minDCF p=0.01 | minDCF p=0.05 |", "|---|---|---|---|"]
+        for k, m in enumerate(r["per_layer"]):
+            mark = " (reported)" if k == r["scored_layer"] else ""
+            lines.append(
+                f"| {k}{mark} | {100 * m['eer']:.2f} | {m['min_dcf_0.01']:.3f} | {m['min_dcf_0.05']:.3f} |"
+            )
+        lines.append(f"\n{r['trials']} trials, cosine scoring of centred mean-pooled features.")
+        if "embed_metrics" in r:
+            m = r["embed_metrics"]
+            lines.append(
+                f"The encoder's embed(): EER {100 * m['eer']:.2f} %, minDCF(0.01) {m['min_dcf_0.01']:.3f}, "
+                f"minDCF(0.05) {m['min_dcf_0.05']:.3f}."
+            )
+        return "\n".join(lines)
+    s = r["summary"]
+    lines += ["| metric | mean | std |", "|---|---|---|"]
+    for k, v in s.items():
+        if k in ("accuracy", "macro_f1", "dev_accuracy"):
+            std = "n/a (one seed)" if v["std"] is None else f"{v['std']:.4f}"
+            lines.append(f"| {k} | {v['mean']:.4f} | {std} |")
+    w = ", ".join(f"{x:.2f}" for x in r["layer_weights"])
+    lines.append(
+        f"\nSeeds {r['seeds']}; layer {'weighted sum' if r['layer'] is None else r['layer']}; mean layer weights [{w}]."
+    )
+    return "\n".join(lines)
