@@ -2,10 +2,19 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-# torch first, pinned: a plain `torch` requirement with nothing installed pulls a multi-GB
-# CUDA build. On a GPU machine, set TORCH to the build you want, e.g. TORCH="torch==2.13.0".
-TORCH  ?= torch==2.13.0
-EXTRAS ?= dev
+# PyTorch is installed first, pinned, on its own, so that you choose its build. Which build
+# `pip install torch==2.13.0` picks depends on where pip looks:
+#   make setup         (TORCH_INDEX empty) whatever pip is configured with (`pip config list`).
+#                      From PyPI alone, on Linux x86_64 that is the CUDA build: about 20
+#                      nvidia-* packages, several GB; on macOS and Windows, the CPU build.
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu      the CPU build (~200 MB)
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126    the build for CUDA 12.6
+#                      (any cuXXX that PyTorch publishes for this version)
+# The choice is made once, when .venv is created: `make clean` first to change it.
+TORCH_VERSION ?= 2.13.0
+TORCH         ?= torch==$(TORCH_VERSION)
+TORCH_INDEX   ?=
+EXTRAS        ?= dev
 
 .PHONY: setup demo test lint format bench clean
 
@@ -14,7 +23,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 

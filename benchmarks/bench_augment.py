@@ -34,7 +34,8 @@ import torch
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 from lhotse import CutSet
 
-from speechssl.audio.augment import AugmentConfig, Augmenter
+from speechssl.audio.augment import Augmenter
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.audio.io import SAMPLE_RATE, load_cut, recording
 from speechssl.audio.noise import coloured_noise
 from speechssl.audio.reverb import synthetic_rir

@@ -23,6 +23,7 @@ import torch
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 from lhotse import CutSet
 
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.config import build
 from speechssl.data.batching import get_label
 from speechssl.data.manifest import load_cuts, save_cuts
@@ -142,7 +143,7 @@ def main() -> None:
             r["emo_staged_4s"] = finetune(work, "dino-emo-staged-4s", up, args,
                                           strategy="staged", chunk_seconds=4.0, **emo)["accuracy"]  # fmt: skip
             r["emo_staged_2s_aug"] = finetune(work, "dino-emo-staged-2s-aug", up, args,
-                                              strategy="staged", chunk_seconds=2.0, augment=True,
+                                              strategy="staged", chunk_seconds=2.0, augment=AugmentConfig(),
                                               **emo)["accuracy"]  # fmt: skip
             r["sv_all"] = 100 * finetune(work, "dino-sv-all", up, args, strategy="all",
                                          **sv)["eer"]  # fmt: skip

@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import RESULTS, header, load_average, timed, write_result  # noqa: E402
 
-from speechssl.models.transformer import PRESETS, FrameTransformer, preset  # noqa: E402
+from speechssl.models.transformer import FrameTransformer  # noqa: E402
+from speechssl.models.transformer_config import PRESETS, preset  # noqa: E402
 
 BATCH, SECONDS = 4, 4.0
 IMPLS = ("ours-logmel", "ours-waveform", "hf-hubert")

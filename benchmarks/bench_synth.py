@@ -12,7 +12,8 @@ from pathlib import Path
 
 from common import RESULTS, header, load_average, write_result
 
-from speechssl.data.synth import SynthConfig, synthesize_from_config
+from speechssl.data.synth import synthesize_from_config
+from speechssl.data.synth_config import SynthConfig
 
 
 def main() -> None:

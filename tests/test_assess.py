@@ -16,7 +16,7 @@ from speechssl.audio.io import recording
 from speechssl.errors import UserError
 from speechssl.indicators.assess import expand_upstreams, run_of, select_pool
 from speechssl.indicators.correlation import rank_correlation
-from speechssl.indicators.rows import read_indicator_rows
+from speechssl.indicators.rows import checkpoint_key, read_indicator_rows, row_key
 from speechssl.recipes.assess import AssessConfig, run_assess
 from speechssl.recipes.correlate import CorrelateConfig, run_correlate
 
@@ -282,16 +282,16 @@ def test_correlate_refuses_when_nothing_joins(tmp_path):
 
 
 def test_assess_resumes_and_only_does_new_checkpoints(manifest, tmp_path, monkeypatch):
-    import speechssl.recipes.assess as recipe
+    import speechssl.indicators.assess as library
 
     calls = []
-    real = recipe.assess_checkpoint
+    real = library.assess_checkpoint
 
     def counting(ckpt, *args, **kwargs):
         calls.append(ckpt.spec)
         return real(ckpt, *args, **kwargs)
 
-    monkeypatch.setattr(recipe, "assess_checkpoint", counting)
+    monkeypatch.setattr(library, "assess_checkpoint", counting)
 
     def cfg(upstreams, k=8):
         c = AssessConfig(upstream=upstreams, cuts=[manifest], out=tmp_path / "a", hours=1.0)
@@ -304,3 +304,82 @@ def test_assess_resumes_and_only_does_new_checkpoints(manifest, tmp_path, monkey
     assert second[0] == first[0]
     run_assess(cfg(["fbank"], k=4))  # other settings: everything again
     assert calls == ["fbank", "mfcc", "fbank"]
+
+
+def test_correlate_matches_run_folders_and_spellings_by_resolved_path(tmp_path, monkeypatch):
+    """Defect 1 of issue 15: `probe --upstream runs/x` did not join the assess rows of x's
+    checkpoints, and a spelling like `./runs/x` only joined by luck of the working directory."""
+    monkeypatch.chdir(tmp_path)
+    runs = [_fake_run(tmp_path / "runs", f"r{i}", [10, 20], [1.0, 0.5]) for i in range(3)]
+    with open("indicators.jsonl", "w") as f:
+        for i, ckpts in enumerate(runs):
+            for j, c in enumerate(ckpts):
+                spec = f"./runs/r{i}/checkpoints/{c.name}"  # as an old assess wrote it
+                f.write(json.dumps({"upstream": spec, "run": f"r{i}", "step": 10 * (j + 1),
+                                    "layer": 0, "rankme": float(i + j)}) + "\n")  # fmt: skip
+    specs = [str(tmp_path / "runs" / f"r{i}" / "checkpoints" / "step-000010") for i in range(3)]
+    specs += [f"runs/r{i}/" for i in range(3)]  # run folders: their latest step, step-000020
+    for n, spec in enumerate(specs):
+        d = tmp_path / "probes" / f"p{n}"
+        d.mkdir(parents=True)
+        result = {"task": "digit", "kind": "utterance", "upstream": spec,
+                  "summary": {"accuracy": {"mean": 0.1 * n, "std": None}}}  # fmt: skip
+        (d / "results.json").write_text(json.dumps(result))
+    out = run_correlate(
+        CorrelateConfig(
+            assess=[Path("indicators.jsonl")],
+            probes=[Path("probes")],
+            out=Path("corr"),
+            bootstrap=50,
+        )  # fmt: skip
+    )
+    assert len(out["checkpoints"]) == 6
+    assert out["bootstrap"]["runs"] == 3
+    assert {p["run"] for p in out["points"].values()} == {
+        str((tmp_path / "runs" / f"r{i}").resolve()) for i in range(3)
+    }
+
+
+def test_checkpoint_key_is_one_spelling_per_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (step,) = _fake_run(tmp_path, "runs/x", [7], [1.0])
+    key = str(step.resolve())
+    assert {checkpoint_key(s) for s in ("./runs/x", "runs/x/", str(tmp_path / "runs" / "x"))} == {
+        key
+    }
+    assert checkpoint_key("runs/x/checkpoints/step-000007") == key
+    assert checkpoint_key("fbank") == "fbank"
+    assert checkpoint_key("./gone/step-1/") == "gone/step-1"
+    # a key recorded when the row was written wins over re-resolving from here
+    assert (
+        row_key({"upstream": "./runs/x", "checkpoint": "/elsewhere/step-7"}) == "/elsewhere/step-7"
+    )
+    assert row_key({"upstream": "./runs/x"}) == key
+
+
+def test_assess_shows_no_bar_off_a_terminal_and_logs_each_checkpoint(manifest, tmp_path, capsys):
+    """Was: a tqdm bar written to any stderr once there were two upstreams (the others show
+    bars on a terminal only)."""
+    cfg = AssessConfig(upstream=["fbank", "mfcc"], cuts=[manifest], out=tmp_path / "a", hours=1.0)
+    cfg.indicators.k, cfg.indicators.indicators = 8, ["rankme"]
+    run_assess(cfg)
+    assert "\r" not in capsys.readouterr().err
+    log = (tmp_path / "a" / "log.txt").read_text()
+    assert "assessed fbank in" in log and "assessed mfcc in" in log
+
+
+def test_correlate_from_another_directory_uses_the_recorded_checkpoints(tmp_path, monkeypatch):
+    runs = [_fake_run(tmp_path / "runs", f"r{i}", [10, 20], [1.0, 0.5]) for i in range(3)]
+    ckpts = [c for r in runs for c in r]
+    assess, probes = _assessed_and_probed(tmp_path, ckpts, [1.0, 2, 3, 4, 5, 6], [0.1] * 6)
+    rows = [json.loads(line) for line in (assess / "indicators.jsonl").read_text().splitlines()]
+    with (assess / "indicators.jsonl").open("w") as f:  # as assess now writes them, from tmp_path
+        for r, c in zip(rows, ckpts, strict=True):
+            r["upstream"], r["checkpoint"] = str(c.relative_to(tmp_path)), checkpoint_key(str(c))
+            f.write(json.dumps(r) + "\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cfg = CorrelateConfig(assess=[assess], probes=[probes], out=tmp_path / "c", loss_window=5)
+    out = run_correlate(cfg)
+    assert len(out["checkpoints"]) == 6
+    assert [p["loss"] for p in out["points"].values()] == [1.0, 0.5] * 3

@@ -14,7 +14,8 @@ import torch
 from conftest import write_audio
 from scipy.signal import welch
 
-from speechssl.audio.augment import AugmentConfig, Augmenter, change_speed
+from speechssl.audio.augment import Augmenter, change_speed
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.audio.noise import coloured_noise
 from speechssl.audio.reverb import synthetic_rir
 from speechssl.config import add_arguments, build

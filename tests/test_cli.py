@@ -98,7 +98,7 @@ def test_bad_rows_exit_2_and_are_named(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["data", "info", "/nonexistent/cuts.jsonl.gz"], "cut manifest not found"),
+        (["data", "info", "--cuts", "/nonexistent/cuts.jsonl.gz"], "cut manifest not found"),
         (
             [
                 "data",
@@ -117,9 +117,12 @@ def test_bad_rows_exit_2_and_are_named(tmp_path, capsys):
             ["data", "prepare", "ravdess", "--root", "/nonexistent", "--out", "x.jsonl.gz"],
             "folder not found",
         ),
-        (["data", "split", "/nonexistent.jsonl.gz", "--out-dir", "x"], "cut manifest not found"),
+        (
+            ["data", "split", "--cuts", "/nonexistent.jsonl.gz", "--out", "x"],
+            "cut manifest not found",
+        ),
         (["demo", "--config", "/nonexistent.yaml"], "config file not found"),
-        (["data", "synth", "out", "--minutes", "-1"], "minutes must be a positive number"),
+        (["data", "synth", "--out", "out", "--minutes", "-1"], "--minutes -1.0 is out of range"),
     ],
 )
 def test_user_mistakes_give_one_line(argv, message, capsys):
@@ -132,12 +135,12 @@ def test_debug_shows_the_traceback():
     from speechssl.errors import UserError
 
     with pytest.raises(UserError):
-        main(["--debug", "data", "info", "/nonexistent/cuts.jsonl.gz"])
+        main(["--debug", "data", "info", "--cuts", "/nonexistent/cuts.jsonl.gz"])
 
 
 def test_wrong_type_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["data", "synth", "out", "--minutes", "lots"])
+        main(["data", "synth", "--out", "out", "--minutes", "lots"])
     assert e.value.code == 2
     assert "invalid float value" in capsys.readouterr().err
 
@@ -164,8 +167,9 @@ def test_split_and_info_round_trip(tmp_path, capsys):
             [
                 "data",
                 "split",
+                "--cuts",
                 str(cuts),
-                "--out-dir",
+                "--out",
                 str(tmp_path / "s"),
                 "--ratios",
                 "train=0.5,test=0.5",
@@ -184,7 +188,7 @@ def test_split_and_info_round_trip(tmp_path, capsys):
     assert not {labels_of(c)["speaker"] for c in train} & {labels_of(c)["speaker"] for c in test}
 
     png = tmp_path / "info.png"
-    assert main(["data", "info", str(cuts), "--plot", str(png)]) == 0
+    assert main(["data", "info", "--cuts", str(cuts), "--plot", str(png)]) == 0
     shown = capsys.readouterr().out
     assert "utterances: 8" in shown and "label emotion (2 values): a: 4, b: 4" in shown
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -195,3 +199,124 @@ def test_console_script_is_installed(tmp_path):
         [sys.executable, "-m", "speechssl.cli", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+HEAVY = ("torch", "lhotse", "scipy", "matplotlib")
+
+
+def test_building_any_parser_imports_nothing_heavy():
+    """`--help` and a mistyped command answer at once: the parser of the top level and of
+    every command is built without torch, lhotse, scipy or matplotlib (in a fresh process)."""
+    code = (
+        "import sys\n"
+        "from speechssl.cli import build_parser\n"
+        "_, commands = build_parser()\n"
+        f"heavy = {HEAVY!r}\n"
+        "print('top', *[m for m in heavy if m in sys.modules])\n"
+        "for path in commands:\n"
+        "    build_parser([*path, '--help'])\n"
+        "    print(*path, *[m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "top" and len(lines) > 20
+    loaded = [line for line in lines if not set(line.split()).isdisjoint(HEAVY)]
+    assert not loaded, f"parsers that import heavy modules: {loaded}"
+
+
+def _help(capsys, *path: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*path, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def _options(text: str, prefix: str) -> set[str]:
+    return set(re.findall(rf"(--{re.escape(prefix)}[\w.-]+)", text))
+
+
+def test_debug_is_accepted_after_the_command_too():
+    from speechssl.errors import UserError
+
+    with pytest.raises(UserError, match="cut manifest not found"):
+        main(["data", "info", "--cuts", "/nonexistent/cuts.jsonl.gz", "--debug"])
+
+
+def test_inputs_and_outputs_are_options_everywhere(capsys):
+    """No command takes a positional path: inputs are --cuts (or named), outputs --out."""
+    _, commands = build_parser()
+    for path in commands:
+        usage = _help(capsys, *path).split("\n\n")[0]
+        words = re.sub(r"\[[^\[\]]*(\[[^\[\]]*\][^\[\]]*)*\]", "", usage).split()
+        positional = [w for w in words[len(path) + 2 :] if w[0] not in "-{" and w.islower()]
+        assert not positional, f"{' '.join(path)} takes positionals {positional}"
+    assert "--cuts" in _help(capsys, "data", "info")
+    assert {"--cuts", "--out"} <= set(_help(capsys, "data", "split").split())
+    assert "--out" in _help(capsys, "data", "synth")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "dino", "supervised"])
+def test_one_resume_option(command, capsys):
+    text = _help(capsys, command)
+    assert "--resume" in text and "--train.resume" not in text
+    with pytest.raises(SystemExit) as e:
+        main([command, "--train.resume"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --train.resume" in capsys.readouterr().err
+
+
+def test_options_a_command_ignores_are_not_listed(capsys):
+    assert "--train.batch-duration" in _help(capsys, "pretrain")
+    for command in ("dino", "supervised"):  # batches of data.batch-size cuts
+        text = _help(capsys, command)
+        assert "--train.batch-duration" not in text and "--data.batch-size" in text
+
+
+def test_dino_and_finetune_spell_augmentation_the_same(capsys):
+    dino, finetune = _help(capsys, "dino"), _help(capsys, "finetune")
+    assert len(_options(dino, "augment.")) > 10
+    assert _options(finetune, "augment.") == _options(dino, "augment.")
+    assert "--augmentation" not in finetune and "--no-augment" not in finetune
+
+
+def test_finetune_augments_only_when_asked(tmp_path):
+    from speechssl.config import build
+    from speechssl.data.multicrop import augments
+    from speechssl.recipes.finetune import FinetuneConfig
+
+    base = {"upstream": "x", "out": str(tmp_path)}
+    assert not augments(build(FinetuneConfig, base).augment)
+    assert augments(build(FinetuneConfig, base | {"augment.noise_prob": 0.5}).augment)
+
+
+def test_help_lists_the_shipped_configs_a_command_takes(capsys):
+    from speechssl.config import shipped_configs
+
+    names = shipped_configs()
+    pretrain, dino = _help(capsys, "pretrain"), _help(capsys, "dino")
+    # argparse may wrap a name at its hyphen: compare without white space
+    flat = {c: re.sub(r"\s+", "", t) for c, t in (("pretrain", pretrain), ("dino", dino))}
+    for name in names:
+        family = name.split("-")[0]
+        if family in ("hubert", "data2vec", "mt4ssl"):
+            assert name in flat["pretrain"] and name not in flat["dino"]
+        elif family == "dino":
+            assert name in flat["dino"] and name not in flat["pretrain"]
+    assert any(n.startswith("dino-") for n in names) and any(n.startswith("hubert") for n in names)
+    assert "shipped config" not in _help(capsys, "data", "split")
+
+
+@pytest.mark.parametrize("package", ["training", "indicators", "evaluation"])
+def test_light_packages_still_export_everything(package):
+    """These packages load their exports on first use (so a config stays light to import);
+    every name they export must still resolve, to the object its module defines."""
+    import importlib
+
+    module = importlib.import_module(f"speechssl.{package}")
+    for name in module.__all__:
+        obj = getattr(module, name)
+        home = importlib.import_module(f"speechssl.{package}.{module._EXPORTS[name]}")
+        assert obj is getattr(home, name)
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018

@@ -98,3 +98,64 @@ def test_nested_section_keeps_the_parents_defaults_when_one_field_is_set(capsys)
     assert config.build(OtherJob, {}).optim == Optim(lr=0.25, betas=[0.5, 0.6])
     p.print_help()
     assert "(default: 0.25)" in capsys.readouterr().out.replace("\n", " ")
+
+
+@dataclass
+class Helped:
+    src: Path = opt(help="folder written by `speechssl kmeans fit`")
+    pool: list[Path] = opt(factory=list, help="CutSet(s) of the pool (default: the training cuts)")
+    kind: Literal["a", "b"] = opt("a", "probe kind (custom task)")
+    prob: float = opt(0.5, "masking probability", ge=0, le=1)
+    crop: float | None = opt(5.0, "random crop (none: whole cuts)", gt=0)
+    limit: float | None = opt(1.0, "a limit")
+
+
+def _help_of(cls) -> dict[str, str]:
+    return {
+        f.name: config.help_line(f, config._field_default(f), optional=f.name in ("crop", "limit"))
+        for f in config.dataclasses.fields(cls)
+    }
+
+
+def test_help_lines_are_plain_and_say_each_thing_once():
+    h = _help_of(Helped)
+    assert h["src"] == "folder written by 'speechssl kmeans fit' (required)"  # no backquotes
+    assert h["pool"] == "CutSet(s) of the pool (default: the training cuts)"  # not doubled
+    assert h["kind"] == "probe kind (custom task; default: a)"  # one parenthesis
+    assert h["prob"] == "masking probability (default: 0.5; in [0, 1])"
+    assert h["crop"] == "random crop (none: whole cuts; default: 5.0; > 0)"  # 'none' said once
+    assert h["limit"] == "a limit (default: 1.0; 'none' to turn off)"
+    assert config.plain_text("see :class:`~speechssl.models.Upstream` and ``x``") == (
+        "see Upstream and 'x'"
+    )
+
+
+def test_required_options_are_listed_as_required(capsys):
+    p = argparse.ArgumentParser()
+    config.add_arguments(p, Helped)
+    p.print_help()
+    out = capsys.readouterr().out
+    required = out.split("required options:")[1]
+    assert "--src SRC" in required and "--prob" not in required
+    assert "(default: )" not in out and "`" not in out
+
+
+def test_skip_leaves_options_out(capsys):
+    p = argparse.ArgumentParser()
+    config.add_arguments(p, Job, skip={"optim.betas", "fast"})
+    p.print_help()
+    out = capsys.readouterr().out
+    assert "--optim.lr" in out and "--optim.betas" not in out and "--fast" not in out
+
+
+def test_an_adder_without_groups_still_gets_every_option():
+    class Adder:  # a stand-in with add_argument only, as a filtering wrapper may be
+        def __init__(self):
+            self.flags = []
+
+        def add_argument(self, *args, **kwargs):
+            self.flags.append(args[0])
+
+    adder = Adder()
+    config.add_arguments(adder, Helped)
+    assert adder.flags == ["--src", "--pool", "--kind", "--prob", "--crop", "--limit"]

@@ -14,7 +14,14 @@ from conftest import write_audio
 from speechssl.audio.io import load_cut
 from speechssl.data import corpora
 from speechssl.data.info import describe
-from speechssl.data.manifest import BadInputError, build_cutset, labels_of
+from speechssl.data.manifest import (
+    BadInputError,
+    build_cutset,
+    labels_of,
+    load_cut_sets,
+    load_cuts,
+    save_cuts,
+)
 from speechssl.data.split import parse_ratios, split_by_speaker
 from speechssl.errors import UserError
 
@@ -312,3 +319,104 @@ def test_shared_fsdd_names_agree_with_csv(shared_data):
     assert {c.id.split("/")[-1]: labels_of(c) for c in by_csv} == {
         c.id: labels_of(c) for c in by_name
     }
+
+
+def test_prepared_manifest_reads_from_any_working_directory(tmp_path, monkeypatch):
+    """Defect 1 of issue 15: paths were stored relative to the directory of `data prepare`."""
+    good_folder(tmp_path / "corpus", n_speakers=1, per_speaker=2)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    cuts, _ = build_cutset(
+        corpora.folder_rows(Path("../corpus/audio"), Path("../corpus/labels.csv")), progress=False
+    )
+    save_cuts(cuts, "out/cuts.jsonl.gz")
+    source = cuts["spk0/u0"].recording.sources[0].source
+    assert Path(source).is_absolute() and ".." not in Path(source).parts
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = load_cuts(tmp_path / "work" / "out" / "cuts.jsonl.gz")
+    assert len(load_cut(again["spk0/u1"])) == round(0.4 * 16000)
+
+
+def test_old_relative_manifest_resolves_against_its_own_folder(tmp_path, monkeypatch):
+    good_folder(tmp_path, n_speakers=1, per_speaker=2)
+    monkeypatch.chdir(tmp_path)
+    cuts, _ = build_cutset(corpora.folder_rows("audio", "labels.csv"), progress=False)
+    for cut in cuts:  # as older versions wrote them: relative to the manifest's folder here
+        src = cut.recording.sources[0]
+        src.source = str(Path(src.source).relative_to(tmp_path))
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    other = tmp_path / "a" / "b"
+    other.mkdir(parents=True)
+    monkeypatch.chdir(other)
+    for loaded in (load_cuts("../../cuts.jsonl.gz"), load_cut_sets(["../../cuts.jsonl.gz"])):
+        src = loaded["spk0/u0"].recording.sources[0].source
+        assert src == str(tmp_path / "audio" / "spk0" / "u0.wav")
+        assert len(load_cut(loaded["spk0/u0"])) == round(0.3 * 16000)
+
+
+def test_missing_file_message_names_the_path_and_the_rule(tmp_path):
+    good_folder(tmp_path, n_speakers=1, per_speaker=1)
+    cuts, _ = build_cutset(
+        corpora.folder_rows(tmp_path / "audio", tmp_path / "labels.csv"), progress=False
+    )
+    cut = cuts["spk0/u0"]
+    cut.recording.sources[0].source = "moved/u0.wav"
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    with pytest.raises(UserError) as err:
+        load_cut(load_cuts(tmp_path / "cuts.jsonl.gz")["spk0/u0"])
+    message = str(err.value)
+    assert str(tmp_path / "moved" / "u0.wav") in message
+    assert "resolved against the manifest's folder" in message
+    assert "\n" not in message
+
+
+def test_anchor_paths_covers_arrays_in_custom_fields(tmp_path):
+    from lhotse.array import Array, TemporalArray
+
+    from speechssl.audio.io import anchor_paths, recording
+
+    write_audio(tmp_path / "a.wav")
+    (tmp_path / "align").mkdir()
+    cut = recording(tmp_path / "a.wav", recording_id="a").to_cut()
+    cut.recording.sources[0].source = "a.wav"
+    array = Array(storage_type="numpy_files", storage_path="align", storage_key="a.npy", shape=[5])
+    cut.custom = {"phonemes": TemporalArray(array, temporal_dim=0, frame_shift=0.01, start=0.0)}
+    anchor_paths(cut, tmp_path)
+    assert cut.recording.sources[0].source == str(tmp_path / "a.wav")
+    assert cut.custom["phonemes"].array.storage_path == str(tmp_path / "align")
+    anchor_paths(cut, tmp_path / "elsewhere")  # absolute paths stay as they are
+    assert cut.recording.sources[0].source == str(tmp_path / "a.wav")
+
+
+def test_every_recipe_stores_absolute_paths(tmp_path, monkeypatch):
+    write_audio(tmp_path / "fsdd" / "3_george_7.wav", sr=8000)
+    write_audio(tmp_path / "rav" / "Actor_07" / "03-01-05-02-01-01-07.wav")
+    d = tmp_path / "LibriSpeech" / "dev-clean" / "19" / "198"
+    write_audio(d / "19-198-0000.flac")
+    (d / "19-198.trans.txt").write_text("19-198-0000 HELLO\n")
+    monkeypatch.chdir(tmp_path)
+    for rows in (
+        corpora.fsdd_rows("fsdd"),
+        corpora.ravdess_rows("./rav"),
+        corpora.librispeech_rows("LibriSpeech"),
+    ):
+        (cut,) = build_cutset(rows, progress=False)[0]
+        source = cut.recording.sources[0].source
+        assert Path(source).is_absolute() and Path(source).is_file()
+
+
+def test_cli_prepare_with_a_relative_folder_then_use_from_elsewhere(tmp_path, monkeypatch, capsys):
+    """The README's own example (`--audio-dir ../shared/data/...`), then a cd."""
+    from speechssl.cli import main
+
+    good_folder(tmp_path / "corpus", n_speakers=2, per_speaker=1)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    argv = ["data", "prepare", "folder", "--audio-dir", "../corpus/audio"]
+    argv += ["--labels", "../corpus/labels.csv", "--out", "cuts.jsonl.gz"]
+    assert main(argv) == 0
+    monkeypatch.chdir(tmp_path)
+    cuts = load_cuts("work/cuts.jsonl.gz")
+    assert all(len(load_cut(c)) > 0 for c in cuts)
+    capsys.readouterr()

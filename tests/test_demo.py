@@ -24,12 +24,19 @@ def _table_rows(report: str, first_cell: str) -> list[str]:
     return [v.strip() for v in row.group(1).split("|")]
 
 
-def test_demo_reports_every_stage_with_the_numbers_its_stages_wrote(tmp_path):
+def test_demo_reports_every_stage_with_the_numbers_its_stages_wrote(tmp_path, capsys):
     out, cache = tmp_path / "demo", tmp_path / "cache"
     argv = ["demo", "--out", str(out), "--minutes", "1", "--cache-dir", str(cache),
             "--pretrain-steps", "4", "--probe-epochs", "3", "--dino-steps", "2"]  # fmt: skip
     assert main(argv) == 0
     report = (out / "report.md").read_text()
+    # off a terminal, each stage still announces itself as it starts (was: silence), on
+    # stderr and in the demo's own log.txt; training prints its step lines
+    err, log = capsys.readouterr().err, (out / "log.txt").read_text()
+    for text in (err, log):
+        at = [text.find(f"demo stage {n}/4: ") for n in ("1", "1b", "2", "3", "4")]
+        assert -1 not in at and at == sorted(at), at
+    assert "train: 4/4 steps, loss" in err and "demo: report written to" in err
     at = [report.find(s) for s in STAGES]
     assert -1 not in at and at == sorted(at), at  # every stage, in order
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
@@ -43,6 +50,9 @@ def test_demo_reports_every_stage_with_the_numbers_its_stages_wrote(tmp_path):
 
     # 1b: "best three" are the first scored names of each selection.json
     for label in ("speaker", "language"):
+        if not (out / f"select-{label}" / "selection.json").is_file():  # classes too small
+            assert f"**{label}**: not scored, no '{label}' class has" in report
+            continue
         sel = json.loads((out / f"select-{label}" / "selection.json").read_text())
         scored = [r["name"] for r in sel["ranking"] if r["utility"] is not None]
         best = ", ".join(scored[:3]) or "none (classes too small"

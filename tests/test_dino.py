@@ -453,7 +453,8 @@ def test_run_supervised_trains_and_saves_labels(speakers, tmp_path):
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
-# METHODS.md D (Cho et al. 2022, after DINO): the numbers a shipped DINO config must train with.
+# Method D (Cho et al. 2022, arXiv:2208.05445, after DINO): the numbers a shipped DINO config
+# must train with.
 PAPER = {
     "crops": (2, 3.0, 4, 2.0),  # global crops x seconds, local crops x seconds
     "noise_p": 0.7, "reverb_p": 0.45, "head": (2048, 2048, 256), "tau_s": 0.1,

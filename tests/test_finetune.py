@@ -14,7 +14,8 @@ from speechssl.data.manifest import Row, build_cutset, load_cuts, save_cuts
 from speechssl.errors import UserError
 from speechssl.evaluation.tasks import build_task
 from speechssl.evaluation.verification import embed_cuts, score_speakers
-from speechssl.models.ecapa import EcapaConfig, EcapaTdnn
+from speechssl.models.ecapa import EcapaTdnn
+from speechssl.models.encoder_config import EcapaConfig
 from speechssl.models.finetune import LAST_AFFINE
 from speechssl.models.registry import load_upstream, save_upstream
 from speechssl.recipes.embed import EmbedConfig, run_embed

@@ -15,7 +15,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "speechssl"
 
-BASE = {"errors", "config", "runs", "__init__"}  # importable from anywhere
+BASE = {"errors", "config", "runs", "progress", "__init__"}  # importable from anywhere
 RANK = {
     "audio": 1,
     "data": 2,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from speechssl.errors import UserError
-from speechssl.models.ecapa import EcapaConfig, EcapaTdnn
+from speechssl.models.ecapa import EcapaTdnn
+from speechssl.models.encoder_config import EcapaConfig, ResNetConfig
 from speechssl.models.registry import (
     build_model,
     load_upstream,
@@ -16,8 +17,9 @@ from speechssl.models.registry import (
     save_upstream,
     upstream_id,
 )
-from speechssl.models.resnet import ResNet, ResNetConfig
-from speechssl.models.transformer import PRESETS, FrameTransformer, preset
+from speechssl.models.resnet import ResNet
+from speechssl.models.transformer import FrameTransformer
+from speechssl.models.transformer_config import PRESETS, preset
 
 LENGTHS = torch.tensor([12000, 7001, 4000])
 

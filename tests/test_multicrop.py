@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from lhotse import CutSet
 
-from speechssl.audio.augment import AugmentConfig
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.audio.io import recording
 from speechssl.data.multicrop import MultiCropDataset, babble_pool
 from speechssl.errors import UserError

@@ -10,7 +10,8 @@ from speechssl.data.batching import Batch
 from speechssl.data.pretrain import PretrainBatch, PretrainDataset
 from speechssl.errors import UserError
 from speechssl.models.pretrain import PretrainModel, PretrainOutput
-from speechssl.models.transformer import FrameTransformer, preset
+from speechssl.models.transformer import FrameTransformer
+from speechssl.models.transformer_config import preset
 from speechssl.objectives import (
     KmeansCE,
     MultiTarget,

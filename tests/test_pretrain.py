@@ -332,7 +332,8 @@ def _pretext_parts(trainer) -> tuple[dict[str, float], dict[str, str]]:
 
 
 def test_pretext_from_a_selection_adds_the_baselines(corpus, tmp_path):
-    """METHODS A: loss = sum_k lambda_k loss_k + log-mel loss + MFCC loss, by default."""
+    """Method A (Zaiem et al., JSTSP 2022): loss = sum_k lambda_k loss_k + log-mel loss + MFCC
+    loss, by default."""
     import json
 
     (tmp_path / "selection.json").write_text(

@@ -19,7 +19,8 @@ from speechssl.evaluation.probes import (
     frame_labels,
     macro_f1,
 )
-from speechssl.evaluation.tasks import PRESETS, Task, build_task, split_cuts
+from speechssl.evaluation.task_presets import PRESETS
+from speechssl.evaluation.tasks import Task, build_task, split_cuts
 from speechssl.models.upstream import FbankUpstream, UpstreamOutput
 from speechssl.recipes.probe import ProbeConfig
 

@@ -424,8 +424,7 @@ def test_select_recipe_end_to_end(tiny_cuts, tmp_path, monkeypatch, one_thread):
     from speechssl.recipes import select
 
     monkeypatch.setattr(
-        select,
-        "pseudolabel_backend",
+        "speechssl.selection.items.pseudolabel_backend",  # where select finds it when it runs
         lambda: PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
     )
     cfg = select.SelectConfig(
@@ -485,8 +484,7 @@ def test_select_ranks_the_pseudo_label_that_only_follows_the_class_first(
     from speechssl.recipes import select
 
     monkeypatch.setattr(
-        select,
-        "pseudolabel_backend",
+        "speechssl.selection.items.pseudolabel_backend",  # where select finds it when it runs
         lambda: PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
     )
     cfg = select.SelectConfig(
@@ -505,8 +503,7 @@ def test_select_recipe_user_errors(tiny_cuts, tmp_path, monkeypatch):
     from speechssl.recipes import select
 
     monkeypatch.setattr(
-        select,
-        "pseudolabel_backend",
+        "speechssl.selection.items.pseudolabel_backend",  # where select finds it when it runs
         lambda: PseudoLabelBackend(StandIn.names, StandIn.extract, StandIn.voiced_only),
     )
     with pytest.raises(UserError, match="unknown pseudo-label nope"):

@@ -13,12 +13,12 @@ from lhotse import CutSet
 
 from speechssl.data import espeak
 from speechssl.data.synth import (
-    LANGUAGES,
     SHARD_SIZE,
     load_wordlist,
     make_voices,
     synthesize_corpus,
 )
+from speechssl.data.synth_config import LANGUAGES
 from speechssl.errors import UserError
 
 MINUTES = 1.5

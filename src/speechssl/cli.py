@@ -1,126 +1,171 @@
 """The ``speechssl`` command: one subcommand per user job.
 
 Thin by design: parse options into a typed config, call the library, print the result.
-This is the only place that turns exceptions into messages and exit codes: a user mistake
-(:class:`~speechssl.errors.UserError`) gives one line on stderr and exit code 2; a
-traceback is shown only with ``--debug``.
+This is the only place that turns exceptions into messages and exit codes
+(:func:`run_command`): a user mistake (:class:`~speechssl.errors.UserError`) gives one line
+on stderr and exit code 2; a traceback is shown only with ``--debug``.
+
+Fast by design too: the command table below names each command's config class by module
+path, and only the chosen command's config is imported (the recipes, torch and lhotse are
+imported by the command that runs), so ``--help`` and a mistyped command answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import sys
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 from speechssl import __version__, config
 from speechssl.errors import UserError
 
 
-@dataclass
+@dataclass(frozen=True)
 class Command:
+    """One leaf command: where its config lives, what runs it, what it does not take.
+
+    Args:
+        path: the words that name it, e.g. ``("data", "split")``.
+        config: ``"module:Class"`` of its config dataclass, imported only when chosen.
+        run: ``(cfg) -> exit code``.
+        help: one line for the command list.
+        hidden: dotted config fields it does not take on the command line (a duplicate
+            of another option, or a setting the command ignores).
+    """
+
     path: tuple[str, ...]
-    cfg_cls: type
-    run: Callable  # (cfg) -> exit code
+    config: str
+    run: Callable[[Any], int | None]
     help: str
+    hidden: tuple[str, ...] = ()
+
+    def config_class(self) -> type:
+        module, name = self.config.split(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def _user_message(exc: UserError) -> str:
-    """The message alone: an error re-raised from a DataLoader worker carries the worker's
-    traceback in its text, ending in ``...UserError: <message>``."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        text = text.rsplit("UserError: ", 1)[-1]
-    return text.strip()
+# The trainer's own resume flag is set by the command's --resume; one spelling only.
+_TRAINER_RESUME = "train.resume"
+# Utterance-level trainers draw batches of data.batch-size cuts, not of a duration.
+_UTTERANCE_TRAINER = (_TRAINER_RESUME, "train.batch_duration")
 
 
 def _commands() -> list[Command]:
-    # Imported here so that `speechssl --help` stays fast.
-    from speechssl.data.synth import SynthConfig
-    from speechssl.recipes import data_jobs
-    from speechssl.recipes.assess import AssessConfig
-    from speechssl.recipes.correlate import CorrelateConfig
-    from speechssl.recipes.demo import DemoConfig
-    from speechssl.recipes.dino import DinoConfig
-    from speechssl.recipes.embed import EmbedConfig
-    from speechssl.recipes.finetune import FinetuneConfig
-    from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig
-    from speechssl.recipes.pretrain import PretrainConfig
-    from speechssl.recipes.pretrain_next import NextIterationConfig
-    from speechssl.recipes.probe import ProbeConfig
-    from speechssl.recipes.select import SelectConfig
-    from speechssl.recipes.supervised import SupervisedConfig
-    from speechssl.recipes.verify import VerifyConfig
-
+    prepare = {
+        "folder": ("FolderPrepare", "your own data: a folder of audio plus an optional label CSV"),
+        "fsdd": ("FsddPrepare", "Free Spoken Digit Dataset (labels from the file names)"),
+        "ravdess": ("RavdessPrepare", "RAVDESS speech (labels from the file names)"),
+        "librispeech": ("LibrispeechPrepare", "LibriSpeech parts in their original layout"),
+        "voxceleb": ("VoxcelebPrepare", "VoxCeleb1 and/or VoxCeleb2 converted to wav"),
+    }
+    jobs = "speechssl.recipes.data_jobs"
     cmds = [
         Command(
-            ("data", "prepare", name),
-            cls,
-            lambda cfg, name=name: _prepare(name, cfg),
-            (cls.__doc__ or "").strip().splitlines()[0],
+            ("data", "prepare", name), f"{jobs}:{cls}", lambda cfg, n=name: _prepare(n, cfg), text
         )
-        for name, cls in data_jobs.PREPARE_CONFIGS.items()
+        for name, (cls, text) in prepare.items()
     ]
+    rec = "speechssl.recipes"
     cmds += [
-        Command(("data", "split"), data_jobs.SplitConfig, _split, "split a CutSet by speaker"),
-        Command(("data", "info"), data_jobs.InfoConfig, _info, "describe a CutSet"),
-        Command(("data", "synth"), SynthConfig, _synth, "synthesise the labelled default corpus"),
-        Command(("kmeans", "fit"), KmeansFitConfig, _kmeans_fit, "fit k-means targets on a layer"),
-        Command(("kmeans", "label"), KmeansLabelConfig, _kmeans_label, "label every frame"),
+        Command(("data", "split"), f"{jobs}:SplitConfig", _split, "split a CutSet by speaker"),
+        Command(("data", "info"), f"{jobs}:InfoConfig", _info, "describe a CutSet"),
+        Command(
+            ("data", "synth"),
+            "speechssl.data.synth_config:SynthConfig",
+            _synth,
+            "synthesise the labelled default corpus",
+        ),
+        Command(
+            ("kmeans", "fit"),
+            f"{rec}.kmeans_jobs:KmeansFitConfig",
+            _kmeans_fit,
+            "fit k-means targets on a layer",
+        ),
+        Command(
+            ("kmeans", "label"),
+            f"{rec}.kmeans_jobs:KmeansLabelConfig",
+            _kmeans_label,
+            "label every frame",
+        ),
         Command(
             ("pretrain",),
-            PretrainConfig,
+            f"{rec}.pretrain:PretrainConfig",
             _pretrain,
             "masked-prediction pretraining (k-means and/or EMA-teacher targets)",
+            hidden=(_TRAINER_RESUME,),
         ),
         Command(
             ("pretrain-next",),
-            NextIterationConfig,
+            f"{rec}.pretrain_next:NextIterationConfig",
             _pretrain_next,
             "HuBERT-style next iteration: re-cluster a layer of a finished run and pretrain again",
         ),
         Command(
             ("select",),
-            SelectConfig,
+            f"{rec}.select:SelectConfig",
             _select,
             "rank pseudo-labels for a downstream label by conditional independence (no training)",
         ),
-        Command(("probe",), ProbeConfig, _probe, "probe a frozen upstream on a labelled task"),
+        Command(
+            ("probe",),
+            f"{rec}.probe:ProbeConfig",
+            _probe,
+            "probe a frozen upstream on a labelled task",
+        ),
         Command(
             ("assess",),
-            AssessConfig,
+            f"{rec}.assess:AssessConfig",
             _assess,
             "label-free indicators (rank, cluster quality) of checkpoints on unlabelled audio",
         ),
         Command(
             ("correlate",),
-            CorrelateConfig,
+            f"{rec}.correlate:CorrelateConfig",
             _correlate,
             "rank correlations of indicators and pretraining loss with probe results",
         ),
         Command(
             ("dino",),
-            DinoConfig,
+            f"{rec}.dino:DinoConfig",
             _dino,
             "DINO self-distillation of an utterance encoder (ECAPA-TDNN / ResNet34), no labels",
+            hidden=_UTTERANCE_TRAINER,
         ),
         Command(
             ("supervised",),
-            SupervisedConfig,
+            f"{rec}.supervised:SupervisedConfig",
             _supervised,
             "supervised speaker-embedding baseline: the same encoder with AAM softmax",
+            hidden=_UTTERANCE_TRAINER,
         ),
         Command(
             ("finetune",),
-            FinetuneConfig,
+            f"{rec}.finetune:FinetuneConfig",
             _finetune,
             "fine-tune an utterance encoder on a labelled task (staged or all at once)",
         ),
-        Command(("embed",), EmbedConfig, _embed, "write utterance embeddings of a CutSet"),
         Command(
-            ("verify",), VerifyConfig, _verify, "speaker verification EER/minDCF of embeddings"
+            ("embed",), f"{rec}.embed:EmbedConfig", _embed, "write utterance embeddings of a CutSet"
         ),
-        Command(("demo",), DemoConfig, _demo, "run the pipeline on the embedded default corpus"),
+        Command(
+            ("verify",),
+            f"{rec}.verify:VerifyConfig",
+            _verify,
+            "speaker verification EER/minDCF of embeddings",
+        ),
+        Command(
+            ("demo",),
+            f"{rec}.demo:DemoConfig",
+            _demo,
+            "run the pipeline on the embedded default corpus",
+        ),
     ]
     return cmds
 
@@ -130,9 +175,23 @@ GROUP_HELP = {
     ("data", "prepare"): "write a CutSet from a corpus on disk, checking every file",
     ("kmeans",): "offline k-means targets (HuBERT style) for masked-prediction pretraining",
 }
+DEBUG_HELP = "show tracebacks for errors"
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Command]]:
+def chosen_command(argv: list[str], paths: Collection[tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The command ``argv`` names (its leading words, options before them skipped), if any."""
+    words = [a for a in argv if not a.startswith("-")]
+    for path in paths:
+        if tuple(words[: len(path)]) == path:
+            return path
+    return None
+
+
+def build_parser(
+    argv: list[str] | None = None,
+) -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Command]]:
+    """The parser for ``argv``: every command is listed, but only the command ``argv`` names
+    gets its options (and has its config imported); without ``argv``, none does."""
     parser = argparse.ArgumentParser(
         prog="speechssl",
         description="Self-supervised speech representation learning: data, pretraining, "
@@ -140,8 +199,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Comma
         "options on the command line override it.",
     )
     parser.add_argument("--version", action="version", version=f"speechssl {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = {c.path: c for c in _commands()}
+    chosen = chosen_command(argv or [], commands)
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
         (): parser.add_subparsers(dest="cmd0", metavar="COMMAND", required=True)
     }
@@ -155,37 +215,97 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Comma
                 groups[prefix] = sub.add_subparsers(
                     dest=f"cmd{depth}", metavar="COMMAND", required=True
                 )
-        doc = (cmd.cfg_cls.__doc__ or cmd.help).strip()
-        leaf = groups[path[:-1]].add_parser(path[-1], help=cmd.help, description=doc)
-        leaf.add_argument("--config", help="YAML file of options (command-line options win)")
-        config.add_arguments(leaf, cmd.cfg_cls)
+        if path != chosen:
+            groups[path[:-1]].add_parser(path[-1], help=cmd.help).set_defaults(_command=path)
+            continue
+        cls = cmd.config_class()
+        leaf = groups[path[:-1]].add_parser(
+            path[-1],
+            help=cmd.help,
+            description=config.plain_text((cls.__doc__ or cmd.help).strip()),
+        )
+        leaf.add_argument("--config", help=_config_help(cls))
+        # SUPPRESS: an unset --debug here must not undo `speechssl --debug COMMAND`
+        leaf.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+        )
+        config.add_arguments(leaf, cls, skip=cmd.hidden)
         leaf.set_defaults(_command=path)
     return parser, commands
 
 
+def fitting_configs(cls: type) -> list[str]:
+    """The shipped configs (``src/speechssl/configs``) whose every option ``cls`` has."""
+    names = []
+    for name in config.shipped_configs():
+        try:
+            values = yaml.safe_load(config.resolve_config(name).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(values, dict) and values and _fits(cls, values):
+            names.append(name)
+    return names
+
+
+def _fits(cls: type, values: dict) -> bool:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        typ = fields.get(str(key).replace("-", "_"))
+        if typ is None:
+            return False
+        if dataclasses.is_dataclass(typ) and isinstance(value, dict) and not _fits(typ, value):
+            return False
+    return True
+
+
+def _config_help(cls: type) -> str:
+    names = fitting_configs(cls)
+    shipped = f", or a shipped config's name: {', '.join(names)}" if names else ""
+    return f"YAML file of options{shipped}; command-line options win"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser, commands = build_parser()
+    parser, commands = build_parser(argv)
     args = parser.parse_args(argv)
     cmd = commands[args._command]
     options = {k: v for k, v in vars(args).items() if not k.startswith("cmd") and k[0] != "_"}
     debug = options.pop("debug", False)
     yaml_file = options.pop("config", None)
+    return run_command(cmd, options, yaml_file, debug=debug)
+
+
+def run_command(cmd: Command, options: dict[str, Any], yaml_file: str | None, debug: bool) -> int:
+    """Build ``cmd``'s config and run it: the one place exceptions become messages and exit
+    codes (a user mistake: one line and 2; Ctrl-C: 130; anything else: the traceback)."""
     try:
-        cfg = config.build(cmd.cfg_cls, options, yaml_file)
+        cfg = config.build(cmd.config_class(), options, yaml_file)
         return cmd.run(cfg) or 0
     except UserError as exc:
         if debug:
             raise
-        from speechssl.data.manifest import BadInputError
-
-        if isinstance(exc, BadInputError):
+        manifest = sys.modules.get("speechssl.data.manifest")  # loaded if it raised this
+        if manifest is not None and isinstance(exc, manifest.BadInputError):
             print(exc.report.render(), file=sys.stderr)
         print(f"speechssl: error: {_user_message(exc)}", file=sys.stderr)
+        if runs := sys.modules.get("speechssl.runs"):  # loaded if a run folder was started
+            runs.record_failure(_user_message(exc), 2)
         return 2
     except KeyboardInterrupt:
         print("speechssl: interrupted", file=sys.stderr)
+        if runs := sys.modules.get("speechssl.runs"):
+            runs.record_failure("interrupted", 130)
         return 130
+
+
+def _user_message(exc: UserError) -> str:
+    """The message alone: an error re-raised from a DataLoader worker carries the worker's
+    traceback in its text, ending in ``...UserError: <message>``."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        text = text.rsplit("UserError: ", 1)[-1]
+    return text.strip()
 
 
 def _prepare(recipe: str, cfg) -> int:

@@ -3,7 +3,9 @@
 A config is a dataclass whose fields carry their help text (``opt(default, "help")``).
 It is built from three layers, later ones winning: the field defaults, a YAML file
 (``--config FILE``), and command-line options. Nested dataclasses give dotted options
-(``--optim.lr 1e-3``) and nested YAML mappings.
+(``--optim.lr 1e-3``) and nested YAML mappings. A numeric field declares its range
+(``opt(30, "epochs", ge=1)``); :func:`from_dict` refuses a value set (YAML or command
+line) outside it with one line naming the option, the value and the range.
 
 Why not jsonargparse (the dependency first planned for this): it spells options with
 underscores and wants a value after every boolean (``--skip_bad true``), while users type
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -28,9 +32,31 @@ T = TypeVar("T")
 _MISSING = dataclasses.MISSING
 
 
-def opt(default: Any = _MISSING, help: str = "", *, positional: bool = False, factory=None):
-    """A config field with its help text; ``positional`` makes it a positional CLI argument."""
-    meta = {"help": help, "positional": positional}
+def opt(
+    default: Any = _MISSING,
+    help: str = "",
+    *,
+    positional: bool = False,
+    factory=None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+):
+    """A config field with its help text and, for numbers, its allowed range.
+
+    Args:
+        default: the default value (none: a required option).
+        help: one line for ``--help``.
+        positional: a positional CLI argument instead of an option.
+        factory: makes the default (for mutable defaults).
+        ge, gt, le, lt: bounds (>=, >, <=, <) that :func:`from_dict` checks for every value
+            set (each item of a list); ``None`` passes, it means "off" where a field allows it.
+    """
+    meta: dict[str, Any] = {"help": help, "positional": positional}
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if bounds:
+        meta["bounds"] = bounds
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     if default is _MISSING:
@@ -38,28 +64,78 @@ def opt(default: Any = _MISSING, help: str = "", *, positional: bool = False, fa
     return dataclasses.field(default=default, metadata=meta)
 
 
+def bounds_text(bounds: dict[str, float]) -> str:
+    """The range as a user reads it: ``>= 1``, ``> 0``, ``in [0, 1]``, ``in (0, 1]``."""
+    low = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    high = (
+        ("]", bounds["le"]) if "le" in bounds else (")", bounds["lt"]) if "lt" in bounds else None
+    )
+    if low and high:
+        return f"in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {_num(low[1])}"
+    if high:
+        return f"{'<=' if high[0] == ']' else '<'} {_num(high[1])}"
+    return "any"
+
+
+def in_bounds(value: float, bounds: dict[str, float]) -> bool:
+    """Whether ``value`` lies in ``bounds`` (NaN never does)."""
+    checks = {
+        "ge": lambda b: value >= b,
+        "gt": lambda b: value > b,
+        "le": lambda b: value <= b,
+        "lt": lambda b: value < b,
+    }
+    return all(checks[k](b) for k, b in bounds.items())
+
+
+def check_bounds(value: Any, bounds: dict[str, float], option: str) -> None:
+    """Raise one line naming ``option`` (``--train.lr``), the value and the range if out of it."""
+    if value is None or not bounds:
+        return
+    items = value if isinstance(value, (list, tuple)) else [value]
+    bad = [x for x in items if not in_bounds(x, bounds)]
+    if bad:
+        each = "each item " if isinstance(value, (list, tuple)) else ""
+        raise UserError(
+            f"{option} {_show(value)} is out of range: {each}must be {bounds_text(bounds)}"
+        )
+
+
+def option_name(dotted: str) -> str:
+    """How a user spells a config field on the command line: ``train.max_steps`` ->
+    ``--train.max-steps``."""
+    return "--" + dotted.replace("_", "-")
+
+
 def add_arguments(
-    parser: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: Any = None
+    parser: argparse.ArgumentParser,
+    cls: type,
+    prefix: str = "",
+    defaults: Any = None,
+    skip: Collection[str] = (),
 ) -> None:
     """Add one option per field of dataclass ``cls`` (recursively, dotted for nested ones).
 
     Defaults are suppressed in the namespace so that :func:`build` can tell what the user
     set from what is a default; the help still shows the defaults (those of ``defaults``,
-    the instance a parent's default makes, for nested sections).
+    the instance a parent's default makes, for nested sections). Options required (no
+    default) are listed in their own group. ``skip``: dotted fields (``train.batch_duration``)
+    a command ignores, left out.
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
+        if prefix + f.name in skip:
+            continue
         if dataclasses.is_dataclass(typ):
             nested = default if dataclasses.is_dataclass(default) else None
-            add_arguments(parser, typ, prefix=f"{prefix}{f.name}.", defaults=nested)
+            add_arguments(parser, typ, f"{prefix}{f.name}.", nested, skip)
             continue
-        help_text = f.metadata.get("help", "")
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
         base, optional = _unwrap_optional(typ)
-        if default is not _MISSING and default is not None:
-            help_text += f" (default: {_show(default)})"
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif get_origin(base) is Literal:
@@ -73,10 +149,9 @@ def add_arguments(
             kwargs["metavar"] = f.name.upper()
         if optional and "type" in kwargs:
             kwargs["type"] = _or_none(kwargs["type"])
-            if default is not None and default is not _MISSING:
-                help_text += " ('none' to turn off)"
-        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         dest = prefix + f.name
+        help_text = help_line(f, default, optional=optional and "type" in kwargs)
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if f.metadata.get("positional") and not prefix:
             kwargs.pop("default")
             if default is not _MISSING:
@@ -84,10 +159,50 @@ def add_arguments(
                 kwargs["default"] = argparse.SUPPRESS
             parser.add_argument(dest, help=help_text, **kwargs)
         else:
-            if default is _MISSING:
-                help_text += " (required)"
-            flag = "--" + dest.replace("_", "-")
-            parser.add_argument(flag, dest=dest, help=help_text, **kwargs)
+            group = _required_group(parser) if default is _MISSING else parser
+            group.add_argument(option_name(dest), dest=dest, help=help_text, **kwargs)
+
+
+def help_line(f: dataclasses.Field, default: Any, optional: bool = False) -> str:
+    """The ``--help`` line of a field: its help text, then one parenthesis of notes (default,
+    range, how to turn it off, required), merged into a closing parenthesis the text ends with.
+    Backquoted code is shown in plain quotes; a default the text already states, or an empty
+    one, is not repeated."""
+    text = plain_text(f.metadata.get("help", ""))
+    notes = []
+    shown = "" if default is _MISSING or default is None else _show(default)
+    if default is _MISSING:
+        notes.append("required")
+    elif shown and "default:" not in text:
+        notes.append(f"default: {shown}")
+    if f.metadata.get("bounds"):
+        notes.append(bounds_text(f.metadata["bounds"]))
+    if optional and shown and "none" not in text.lower():
+        notes.append("'none' to turn off")
+    if not notes:
+        return text
+    if text.endswith(")"):
+        return f"{text[:-1]}; {'; '.join(notes)})"
+    return f"{text} ({'; '.join(notes)})".strip()
+
+
+def plain_text(text: str) -> str:
+    """Docstring or help markup as a terminal shows it: ``code`` and `code` in plain quotes,
+    :class:`~pkg.Name` as Name."""
+    text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", text)
+    return re.sub(r"`+([^`]+)`+", r"'\1'", text).strip()
+
+
+def _required_group(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The parser's "required options" group (made on first use), so --help shows them apart:
+    they are not argparse-required, since ``--config FILE`` may set them."""
+    if not hasattr(parser, "add_argument_group"):  # a stand-in that only adds arguments
+        return parser
+    group = getattr(parser, "_speechssl_required", None)
+    if group is None:
+        group = parser.add_argument_group("required options")
+        parser._speechssl_required = group  # type: ignore[attr-defined]
+    return group
 
 
 def build(
@@ -153,17 +268,18 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "", defaults: A
             raw = values[f.name]
             if dataclasses.is_dataclass(typ):
                 if not isinstance(raw, dict):
-                    raise UserError(f"option {name} must be a mapping")
+                    raise UserError(f"option {option_name(name)} must be a mapping")
                 nested = default if dataclasses.is_dataclass(default) else None
                 kwargs[f.name] = from_dict(typ, raw, where=name + ".", defaults=nested)
             else:
                 kwargs[f.name] = _coerce(raw, typ, name)
+                check_bounds(kwargs[f.name], f.metadata.get("bounds", {}), option_name(name))
         elif default is not _MISSING:
             kwargs[f.name] = default
         elif dataclasses.is_dataclass(typ):
             kwargs[f.name] = from_dict(typ, {}, where=name + ".")
         else:
-            raise UserError(f"missing required option --{name.replace('_', '-')}")
+            raise UserError(f"missing required option {option_name(name)}")
     return cls(**kwargs)
 
 
@@ -207,7 +323,7 @@ def _coerce(raw: Any, typ: Any, name: str) -> Any:
     if raw is None:
         if optional:
             return None
-        raise UserError(f"option {name} may not be empty")
+        raise UserError(f"option {option_name(name)} may not be empty")
     try:
         if base is bool:
             if isinstance(raw, bool):
@@ -226,7 +342,9 @@ def _coerce(raw: Any, typ: Any, name: str) -> Any:
             return tuple(out) if get_origin(base) is tuple else out
         return _scalar_parser(base)(raw)
     except (TypeError, ValueError, argparse.ArgumentTypeError):
-        raise UserError(f"option {name}: {raw!r} is not a valid {_type_name(base)}") from None
+        raise UserError(
+            f"option {option_name(name)}: {raw!r} is not a valid {_type_name(base)}"
+        ) from None
 
 
 def _scalar_parser(base: Any):
@@ -268,6 +386,10 @@ def _type_name(base: Any) -> str:
     if get_origin(base) is Literal:
         return "choice of " + ", ".join(map(str, get_args(base)))
     return getattr(base, "__name__", str(base))
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
 
 
 def _show(v: Any) -> str:

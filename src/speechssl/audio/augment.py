@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,49 +32,13 @@ import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
 
-from speechssl.audio.io import SAMPLE_RATE, load_cut
+from speechssl.audio.augment_config import NOISE_KINDS, AugmentConfig
+from speechssl.audio.io import SAMPLE_RATE, anchor_paths, load_cut
 from speechssl.audio.noise import SILENCE_POWER, active_power, coloured_noise, mix_at_snr
 from speechssl.audio.reverb import prepare_rir, reverberate, synthetic_rir
-from speechssl.config import opt
 from speechssl.errors import UserError
 
-__all__ = ["NOISE_KINDS", "AugmentConfig", "Augmenter", "change_speed"]
-
-NOISE_KINDS = ("coloured", "babble", "recorded")
-
-
-@dataclass
-class AugmentConfig:
-    """Waveform augmentation of each crop (defaults: the DINO paper's noise and reverb)."""
-
-    noise_prob: float = opt(0.7, "probability of adding noise to a crop")
-    noise_kinds: list[str] = opt(
-        factory=lambda: list(NOISE_KINDS),
-        help="noise sources drawn uniformly among those available: coloured; babble (needs a "
-        "pool of utterances); recorded (needs noise-manifest)",
-    )
-    noise_snr: tuple[float, float] = opt(
-        (0.0, 18.0), "SNR range (dB) of coloured and recorded noise"
-    )
-    coloured_beta: tuple[float, float] = opt(
-        (0.0, 2.0), "exponent range of coloured noise's 1/f^beta spectrum (0 white, 2 brown)"
-    )
-    babble_snr: tuple[float, float] = opt((3.0, 18.0), "SNR range (dB) of babble")
-    babble_speakers: tuple[int, int] = opt((3, 7), "number of utterances mixed into babble")
-    noise_manifest: Path | None = opt(
-        None, "CutSet manifest of noise recordings, e.g. MUSAN (`speechssl data prepare folder`)"
-    )
-    reverb_prob: float = opt(0.45, "probability of reverberating a crop")
-    rir_manifest: Path | None = opt(None, "CutSet manifest of recorded RIRs (none: synthetic RIRs)")
-    rt60: tuple[float, float] = opt((0.2, 1.0), "RT60 range (s) of synthetic RIRs")
-    drr_db: tuple[float, float] = opt(
-        (-3.0, 12.0), "direct-to-reverberant ratio range (dB) of synthetic RIRs"
-    )
-    speed_prob: float = opt(0.0, "probability of speed perturbation")
-    speeds: tuple[float, ...] = opt((0.9, 1.0, 1.1), "speed factors drawn uniformly")
-    gain_prob: float = opt(0.0, "probability of a random gain")
-    gain_db: tuple[float, float] = opt((-6.0, 6.0), "gain range (dB); samples are not clipped")
-    cache_mb: float = opt(256.0, "memory per process for cached noise and RIR audio (MB)")
+__all__ = ["Augmenter", "change_speed"]
 
 
 class Augmenter:
@@ -317,7 +280,7 @@ def _manifest(path: str | Path | None, option: str) -> list[Cut]:
     if not path.is_file():
         raise UserError(f"augmentation {option}: cut manifest not found: {path}")
     try:
-        cuts = list(CutSet.from_file(path))
+        cuts = [anchor_paths(c, path.parent) for c in CutSet.from_file(path)]
     except Exception as exc:
         raise UserError(
             f"augmentation {option}: {path} is not a lhotse CutSet manifest ({exc})"

@@ -7,11 +7,13 @@ and stereo is down-mixed here, on load, by averaging the channels.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from lhotse import Recording
+from lhotse.array import Array
 from lhotse.cut import Cut
 
 from speechssl.errors import UserError
@@ -75,6 +77,12 @@ def load_cut(cut: Cut, sample_rate: int | None = None) -> np.ndarray:
     except Exception as exc:  # lhotse wraps soundfile/audioread errors in its own types
         rec = getattr(cut, "recording", None)
         source = rec.sources[0].source if rec is not None and rec.sources else "?"
+        if rec is not None and rec.sources and rec.sources[0].type == "file":
+            if not Path(source).is_file():
+                raise UserError(
+                    f"cannot read the audio of cut {cut.id!r}: no file at {source} (relative "
+                    "paths in a manifest are resolved against the manifest's folder)"
+                ) from exc
         reason = _first_reason(exc)
         raise UserError(
             f"cannot read the audio of cut {cut.id!r} ({source}): {reason}; has the file "
@@ -83,6 +91,39 @@ def load_cut(cut: Cut, sample_rate: int | None = None) -> np.ndarray:
     if audio.ndim == 2:
         audio = audio.mean(axis=0)
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def anchor_paths(cut: Cut, folder: str | Path) -> Cut:
+    """Make the cut's relative file paths absolute against ``folder``, in place.
+
+    ``speechssl data prepare`` writes absolute paths; older and hand-written manifests may
+    hold relative ones. Reading every manifest through this, with ``folder`` the manifest's
+    own folder, gives relative paths one meaning whatever the working directory (a path
+    found only from the working directory, as older manifests were written, is kept so).
+    Covers audio sources, features and arrays in custom fields (e.g. phoneme alignments).
+    """
+    folder = os.path.abspath(folder)
+
+    def anchored(p: str) -> str:
+        if not p or os.path.isabs(p):
+            return p
+        there = os.path.normpath(os.path.join(folder, p))
+        if not os.path.exists(there) and os.path.exists(p):
+            return os.path.abspath(p)  # an old manifest read from the folder it was made in
+        return there
+
+    rec = getattr(cut, "recording", None)
+    for src in rec.sources if rec is not None else ():
+        if src.type == "file":
+            src.source = anchored(src.source)
+    feats = getattr(cut, "features", None)
+    if feats is not None and feats.storage_path:
+        feats.storage_path = anchored(feats.storage_path)
+    for value in (getattr(cut, "custom", None) or {}).values():
+        array = getattr(value, "array", value)  # a TemporalArray wraps an Array
+        if isinstance(array, Array) and array.storage_path:
+            array.storage_path = anchored(array.storage_path)
+    return cut
 
 
 def _first_reason(exc: Exception) -> str:

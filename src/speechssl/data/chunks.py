@@ -1,7 +1,7 @@
 """Random labelled chunks of cuts, for fine-tuning an utterance-level encoder.
 
 Training on random chunks of ``chunk`` seconds (rather than whole utterances) is the
-transfer recipe of METHODS.md D; evaluation embeds whole utterances instead.
+transfer recipe of method D (Cho et al., 2022); evaluation embeds whole utterances instead.
 """
 
 from __future__ import annotations

@@ -110,6 +110,7 @@ def fsdd_rows(root: str | Path) -> list[Row]:
             "split": "test" if index < 5 else "train",
         }
         rows.append(Row(p, labels, cut_id=p.stem))
+    _check_some_named(rows, Path(root), "fsdd", "<digit>_<speaker>_<index>.wav")
     return rows
 
 
@@ -154,6 +155,7 @@ def ravdess_rows(root: str | Path) -> list[Row]:
             "repetition": repetition,
         }
         rows.append(Row(p, labels, cut_id=str(p.relative_to(root).with_suffix(""))))
+    _check_some_named(rows, root, "ravdess", "MM-VV-EE-II-SS-RR-AA.wav")
     return rows
 
 
@@ -267,6 +269,19 @@ def _librispeech_genders(root: Path) -> dict[str, str]:
                 out[fields[0]] = {"M": "male", "F": "female"}.get(fields[1], "unknown")
             return out
     return {}
+
+
+def _check_some_named(rows: list[Row], root: Path, what: str, pattern: str) -> None:
+    """A --root where no file is named as the corpus names them is the wrong folder: one line
+    (how many files, a few of them) instead of one bad row per file."""
+    if any(not r.error.startswith("file name is not") for r in rows):
+        return
+    shown = ", ".join(str(r.path.relative_to(root)) for r in rows[:3])
+    more = ", ..." if len(rows) > 3 else ""
+    raise UserError(
+        f"{what}: none of the {len(rows)} audio files under {root} is named {pattern} "
+        f"({shown}{more}); is --root the corpus folder?"
+    )
 
 
 def _existing_dir(root: str | Path, what: str) -> Path:

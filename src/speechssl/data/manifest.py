@@ -8,6 +8,7 @@ either an error (the default) or skipped and counted (``skip_bad``).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,13 @@ from pathlib import Path
 from lhotse import CutSet, SupervisionSegment
 from tqdm import tqdm
 
-from speechssl.audio.io import SAMPLE_RATE, AudioFileError, inspect_file, recording
+from speechssl.audio.io import (
+    SAMPLE_RATE,
+    AudioFileError,
+    anchor_paths,
+    inspect_file,
+    recording,
+)
 from speechssl.errors import UserError
 
 # Columns of a labels CSV that describe the file rather than label it.
@@ -156,7 +163,8 @@ def build_cutset(
     cuts = []
     for i in sorted(infos):
         row, info = rows[i], infos[i]
-        rec = recording(row.path, recording_id=row.cut_id)
+        # Absolute, so that the manifest works from any working directory.
+        rec = recording(os.path.abspath(row.path), recording_id=row.cut_id)
         if info.samplerate != SAMPLE_RATE:
             report.resampled[info.samplerate] += 1
         if info.channels > 1:
@@ -199,14 +207,25 @@ def load_cut_sets(paths: Sequence[str | Path]) -> CutSet:
 
 
 def load_cuts(path: str | Path) -> CutSet:
-    """Read a CutSet manifest, with a clear error when it is missing or not a CutSet."""
+    """Read a CutSet manifest, with a clear error when it is missing or not a CutSet.
+
+    Relative file paths in it are taken relative to the manifest's own folder
+    (:func:`~speechssl.audio.io.anchor_paths`), so it reads the same from any directory.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"cut manifest not found: {path}")
     try:
-        cuts = CutSet.from_file(path).to_eager()
+        cuts = CutSet.from_file(path)  # None for an empty file
+        if cuts is None:
+            raise UserError(f"cut manifest is empty (no cuts in it): {path}")
+        cuts = cuts.to_eager()
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"{path} is not a lhotse CutSet manifest ({exc})") from None
+    for cut in cuts:
+        anchor_paths(cut, path.parent)
     if len(cuts) == 0:
         raise UserError(f"cut manifest is empty: {path}")
     return cuts

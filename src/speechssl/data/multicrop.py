@@ -15,37 +15,29 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
 
-from speechssl.audio.augment import AugmentConfig, Augmenter
+from speechssl.audio.augment import Augmenter
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.audio.crops import random_crop
 from speechssl.audio.io import SAMPLE_RATE, load_cut
-from speechssl.config import opt
 from speechssl.data.batching import BatchRNG, LabelEncoder, SeededCuts, get_label
 from speechssl.data.manifest import load_cut_sets
+from speechssl.data.multicrop_config import ShortPolicy
 from speechssl.errors import UserError
 
 __all__ = [
     "CropBatch",
     "MultiCropDataset",
-    "ShortPolicy",
-    "UtteranceDataSection",
     "augments",
     "babble_pool",
     "env_rank_world",
     "load_train_cuts",
     "utterance_sampler",
 ]
-
-ShortPolicy = Literal["repeat", "zero"]
-SHORT_POLICY_HELP = (
-    "utterances shorter than a crop: repeat (tile in a loop from a random start) "
-    "or zero (zero padding, masked)"
-)
 
 
 @dataclass
@@ -212,16 +204,6 @@ def babble_pool(cuts: Iterable[Cut], size: int, seed: int) -> list[Cut]:
 # -- sampling --------------------------------------------------------------------------------
 
 
-@dataclass
-class UtteranceDataSection:
-    """The ``data`` section of the utterance-level recipes (``dino``, ``supervised``)."""
-
-    train: list[Path] = opt(help="training CutSet(s) (JSONL manifests)", factory=list)
-    batch_size: int = opt(32, "utterances per micro-batch on each rank")
-    seed: int | None = opt(None, "seed of the crops and augmentation (none: train.seed)")
-    babble_pool: int = opt(500, "utterances sampled from the training cuts for babble noise")
-
-
 def env_rank_world() -> tuple[int, int]:
     """This process's rank and the world size, as torchrun sets them (0, 1 without it)."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -242,6 +224,13 @@ def utterance_sampler(cuts: CutSet, batch_size: int, seed: int):
     if batch_size < 2:
         raise UserError(f"data.batch-size must be at least 2 (BatchNorm), got {batch_size}")
     rank, world = env_rank_world()
+    if not cuts.is_lazy and len(cuts) < batch_size * world:
+        ranks = f" on each of {world} ranks" if world > 1 else ""
+        seconds = sum(c.duration for c in cuts)
+        raise UserError(
+            f"too little training data for one batch: a batch needs {batch_size} cuts{ranks} "
+            f"(--data.batch-size); there are {len(cuts)} cuts, {seconds:.1f} s of audio"
+        )
     return SimpleCutSampler(
         cuts,
         max_cuts=batch_size,

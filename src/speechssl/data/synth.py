@@ -43,8 +43,8 @@ from scipy.signal import firwin, resample_poly
 from tqdm.auto import tqdm
 
 from speechssl.audio.io import SAMPLE_RATE, recording
-from speechssl.config import opt
 from speechssl.data import espeak
+from speechssl.data.synth_config import LANGUAGES, VOICE_VARIANTS, SynthConfig
 from speechssl.errors import UserError
 
 FRAME_SHIFT = 0.01  # seconds; alignments are at 100 frames/s
@@ -53,15 +53,6 @@ SILENCE = "sil"
 # espeak is reloaded every SHARD_SIZE utterances (a reload leaks ~100 kB inside libespeak-ng,
 # and reloading is what makes the output reproducible); changing it changes the audio.
 SHARD_SIZE = 32
-
-# espeak variant per speaker, chosen so that every language has both genders.
-VOICE_VARIANTS: dict[str, tuple[str, ...]] = {
-    "en": ("m1", "m3", "m7", "f1", "f4"),
-    "de": ("m2", "m4", "m6", "f2", "f3"),
-    "fr": ("m1", "m5", "f2", "f3", "f5"),
-    "es": ("m3", "m4", "m7", "f1", "f5"),
-}
-LANGUAGES: tuple[str, ...] = tuple(VOICE_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -122,26 +113,6 @@ def load_wordlist(language: str) -> list[str]:
     except FileNotFoundError:
         raise UserError(f"no word list for language {language!r}") from None
     return [w.strip() for w in text.splitlines() if w.strip()]
-
-
-@dataclass
-class SynthConfig:
-    """Synthesise the embedded labelled corpus (espeak-ng voices; speaker, gender, language,
-    text and 100 frames/s phoneme alignments). The same seed gives byte-identical files."""
-
-    out: Path = opt(
-        help="output folder (audio/, alignments/, phonemes.txt, cuts.jsonl.gz)", positional=True
-    )
-    minutes: float = opt(30.0, "minutes of audio (the last utterance may overshoot)")
-    seed: int = opt(0, "seed of texts, voice order, prosody, pauses and noise")
-    languages: tuple[str, ...] = opt(LANGUAGES, "languages whose voices are used")
-    min_words: int = opt(3, "shortest sentence, in words")
-    max_words: int = opt(10, "longest sentence, in words")
-    noise_floor_db: float | None = opt(
-        -70.0, "white-noise floor in dBFS, so that pauses are not digital zero"
-    )
-    workers: int = opt(1, "synthesis processes; the output does not depend on it")
-    progress: bool = opt(True, "progress bar on an interactive terminal")
 
 
 @dataclass(frozen=True)

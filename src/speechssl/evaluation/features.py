@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import shutil
-import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from lhotse.cut import Cut
-from tqdm import tqdm
 
 from speechssl.data.sorted_batches import run_sorted_batches
+from speechssl.progress import Progress
 
 __all__ = [
     "LayerFeatures",
@@ -40,6 +40,7 @@ __all__ = [
     "extract_features",
     "layer_frames",
     "upstream_frames",
+    "upstream_label",
 ]
 
 log = logging.getLogger("speechssl")
@@ -124,7 +125,7 @@ def extract_features(
         upstream_id: a stable name of the upstream (part of the cache key).
         batch_size, max_batch_seconds: batch limits (count and padded audio seconds).
         device: where the upstream runs.
-        progress: tqdm bar (only on an interactive terminal).
+        progress: show progress (a bar on a terminal, a line every so often elsewhere).
     """
     cuts = list(cuts)
     key = cache_key(upstream_id, cuts)
@@ -138,18 +139,15 @@ def extract_features(
     counts = np.zeros(len(cuts), dtype=np.int64)
     results: dict[int, list[np.ndarray]] = {}
     frame_rate = float(getattr(model, "frame_rate", 100.0))
-    bar = tqdm(
-        total=len(cuts),
-        desc=f"features {upstream_id}",
-        unit="cut",
-        disable=not (progress and sys.stderr.isatty()),
-        leave=False,
-    )
+    name = upstream_label(upstream_id)
+    t0 = time.perf_counter()
+    bar = Progress(len(cuts), f"features of {name}", "cut", enabled=progress, leave=False)
     for i, frames in upstream_frames(model, cuts, None, batch_size, max_batch_seconds, device):
         counts[i] = len(frames[0])
         results[i] = [f.astype(np.float16) for f in frames]
         bar.update()
     bar.close()
+    log.info("features of %s: %d cuts in %.1f s", name, len(cuts), time.perf_counter() - t0)
     num_layers = len(next(iter(results.values())))
     per_layer = [[results[i][k] for i in range(len(cuts))] for k in range(num_layers)]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -159,6 +157,19 @@ def extract_features(
         _save(feats, folder, upstream_id)
         return _load(folder)
     return feats
+
+
+def upstream_label(upstream_id: str) -> str:
+    """A short human name for an upstream id: ``fbank``; a checkpoint's id (resolved weights
+    path, size, mtime) -> ``pretrain/step-000150``; an HF folder -> its folder name."""
+    first = upstream_id.split("|")[0]
+    path, *stamp = first.rsplit(":", 2)
+    if len(stamp) != 2 or not all(p.isdigit() for p in stamp):
+        return upstream_id[-40:]
+    parts = Path(path).parent.parts  # the weights file's folder
+    if len(parts) >= 3 and parts[-2] == "checkpoints":  # <run>/checkpoints/step-N/
+        return f"{parts[-3]}/{parts[-1]}"
+    return parts[-1] if parts else path
 
 
 def upstream_frames(

@@ -1,9 +1,9 @@
 """Probing tasks: a CutSet, the label to predict, the kind of probe and how to split.
 
 Presets cover the project's real speech in ``../shared/data`` (folder relative to the
-repository root; ``--data-root`` or ``SPEECHSSL_DATA`` move it) and a synthetic corpus made by
-``speechssl synth`` (given with ``--cuts``). Custom tasks take any CutSet, a label field and a
-split rule. Splits are always seeded, so two upstreams probed on a task see the same splits.
+repository root; ``--data-root`` or ``SPEECHSSL_DATA`` move it) and a synthetic corpus made
+by ``speechssl data synth`` (given with ``--cuts``). Custom tasks take any CutSet, a label field
+and a split rule. Splits are always seeded, so two upstreams probed on a task see the same splits.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from lhotse import CutSet
@@ -22,76 +21,11 @@ from speechssl.data.corpora import folder_rows
 from speechssl.data.manifest import build_cutset, load_cuts, save_cuts
 from speechssl.data.split import split_by_speaker
 from speechssl.errors import UserError
+from speechssl.evaluation.task_presets import PRESETS, Kind, SplitRule
 
-__all__ = ["PRESETS", "Preset", "Task", "build_task", "default_data_root", "split_cuts"]
+__all__ = ["Task", "build_task", "default_data_root", "split_cuts"]
 
-Kind = Literal["utterance", "verification", "frame"]
-SplitRule = Literal["speaker", "utterance", "split", "all"]
 RATIOS = {"train": 0.7, "dev": 0.1, "test": 0.2}
-
-
-@dataclass(frozen=True)
-class Preset:
-    folder: str  # a folder of the data root, or "synth" for a corpus given with --cuts
-    label: str
-    kind: Kind
-    split: SplitRule
-    about: str
-
-
-PRESETS: dict[str, Preset] = {
-    "fsdd-digit": Preset(
-        "fsdd",
-        "digit",
-        "utterance",
-        "split",
-        "spoken digit; FSDD's official test split (index 0-4)",
-    ),
-    "fsdd-speaker": Preset(
-        "fsdd",
-        "speaker",
-        "utterance",
-        "utterance",
-        "speaker id among 6; utterances split within speakers",
-    ),
-    "ravdess-emotion": Preset(
-        "ravdess", "emotion", "utterance", "speaker", "8 acted emotions; unseen speakers"
-    ),
-    "ravdess-speaker": Preset(
-        "ravdess",
-        "speaker",
-        "utterance",
-        "utterance",
-        "speaker id among 20; utterances split within speakers",
-    ),
-    "ravdess-gender": Preset(
-        "ravdess", "gender", "utterance", "speaker", "gender; unseen speakers"
-    ),
-    "librispeech-sv": Preset(
-        "librispeech-10spk",
-        "speaker",
-        "verification",
-        "all",
-        "speaker verification, 10 held-out speakers",
-    ),
-    "synth-speaker": Preset(
-        "synth", "speaker", "utterance", "utterance", "speaker id on a synthetic corpus"
-    ),
-    "synth-language": Preset(
-        "synth",
-        "language",
-        "utterance",
-        "speaker",
-        "language on a synthetic corpus; unseen speakers",
-    ),
-    "synth-phoneme": Preset(
-        "synth",
-        "phonemes",
-        "frame",
-        "speaker",
-        "frame phoneme labels at the upstream's rate; unseen speakers",
-    ),
-}
 
 
 @dataclass
@@ -252,7 +186,8 @@ def build_task(
         if p.folder == "synth":
             if cuts is None:
                 raise UserError(
-                    f"task {name} needs --cuts: the cuts.jsonl.gz of a corpus made by 'speechssl synth'"
+                    f"task {name} needs --cuts: the cuts.jsonl.gz of a corpus made by "
+                    "'speechssl data synth'"
                 )
             cutset = load_cuts(cuts)
         else:

@@ -208,14 +208,15 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: run `speechssl embed` first")
+    what = "an embeddings file from `speechssl embed` (arrays 'embeddings' and 'cut_ids')"
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise UserError(f"{path} is not {what}: it is not a .npz (zip) archive")
     try:
-        data = np.load(path)
+        data = np.load(path, allow_pickle=False)
         return data["embeddings"], [str(i) for i in data["cut_ids"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"{path} is not an embeddings file from `speechssl embed` "
-            f"(arrays 'embeddings' and 'cut_ids'): {exc}"
-        ) from None
+        raise UserError(f"{path} is not {what}: {exc}") from None
 
 
 def read_trials(path: str | Path, index: Mapping[str, int]) -> np.ndarray:

@@ -19,7 +19,9 @@ from lhotse.cut import Cut
 
 from speechssl.errors import UserError
 from speechssl.evaluation.features import LayerFeatures, extract_features
-from speechssl.indicators import IndicatorConfig, layer_indicators
+from speechssl.indicators.indicator_config import IndicatorConfig
+from speechssl.indicators.layer import layer_indicators
+from speechssl.indicators.rows import checkpoint_key
 from speechssl.models.registry import load_upstream, upstream_id
 
 __all__ = ["Checkpoint", "assess_features", "expand_upstreams", "run_of", "select_pool"]
@@ -127,6 +129,13 @@ def assess_checkpoint(
     rows = []
     for layer, values in assess_features(feats, cfg, layers).items():
         rows.append(
-            {"upstream": ckpt.spec, "run": ckpt.run, "step": ckpt.step, "layer": layer, **values}
+            {
+                "upstream": ckpt.spec,
+                "checkpoint": checkpoint_key(ckpt.spec),
+                "run": ckpt.run,
+                "step": ckpt.step,
+                "layer": layer,
+                **values,
+            }
         )
     return rows, time.perf_counter() - t0

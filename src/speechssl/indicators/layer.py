@@ -18,62 +18,23 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
-from speechssl.config import opt
 from speechssl.errors import UserError
 from speechssl.indicators import clusters, rank
+from speechssl.indicators.indicator_config import (
+    CLUSTER_NAMES,
+    NAMES,
+    RANK_NAMES,
+    RENAMED,
+    IndicatorConfig,
+)
 
-__all__ = [
-    "CLUSTER_NAMES",
-    "NAMES",
-    "RANK_NAMES",
-    "RENAMED",
-    "IndicatorConfig",
-    "layer_indicators",
-]
+__all__ = ["layer_indicators"]
 
 log = logging.getLogger("speechssl")
-
-RANK_NAMES = ("rankme", "rankme_t", "effective_rank", "numerical_rank", "alpha_req")
-CLUSTER_NAMES = ("inertia_per_frame", "davies_bouldin", "calinski_harabasz", "silhouette")
-NAMES = RANK_NAMES + CLUSTER_NAMES
-# Old name -> current one. ``inertia`` meant the k-means objective per frame; ``inertia`` is
-# now only the sum (as ``kmeans fit`` reports it), so the per-frame measure says so.
-RENAMED = {"inertia": "inertia_per_frame"}
-
-
-@dataclass
-class IndicatorConfig:
-    """Which indicators to compute and how.
-
-    Args:
-        indicators: names from :data:`NAMES` (default: all).
-        k: k-means clusters for the cluster measures (lowered, and reported as ``kmeans_k``,
-            when the k-means sample has under 10 frames per cluster).
-        kmeans_frames: seeded subsample of frames the k-means is fitted on (float32 in
-            memory: 200k x 768-d is 614 MB; with the seeding's Gram matrix and the coarse
-            stages' copies the process peaked at 1.3 GB on one hour of a 768-d layer, k = 1024:
-            benchmarks/results/indicator-parts.md).
-            The default takes all of one hour at 50 frames/s: fitted on a subsample alone, the
-            centroids end ~1% worse on the other frames.
-        kmeans_iter: Lloyd iterations (faiss), coarse to fine: the first half on a quarter
-            of the sample, the last on all of it (cost ~0.4x as many full iterations).
-        silhouette_frames: seeded sample the silhouette (and its bootstrap interval) uses.
-        chunk: rows read and converted to float32 at once.
-        seed: seeds the k-means sample and initialisation and the silhouette sample.
-    """
-
-    indicators: list[str] = opt(factory=lambda: list(NAMES), help="indicators to compute")
-    k: int = opt(1024, "k-means clusters of the cluster measures")
-    kmeans_frames: int = opt(200_000, "seeded subsample of frames to fit k-means on")
-    kmeans_iter: int = opt(10, "k-means (Lloyd) iterations (after greedy k-means++)")
-    silhouette_frames: int = opt(10_000, "seeded sample of frames for the silhouette")
-    chunk: int = opt(65_536, "frames read at once (bounds memory)")
-    seed: int = opt(0, "seed of the k-means and silhouette samples")
 
 
 def _check(frames: np.ndarray, offsets: np.ndarray, cfg: IndicatorConfig) -> list[str]:

@@ -13,34 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from lhotse.cut import Cut
 
-from speechssl.config import opt
 from speechssl.evaluation.features import extract_features
-from speechssl.indicators import IndicatorConfig
 from speechssl.indicators.assess import assess_features, select_pool
+from speechssl.indicators.indicator_config import IndicatorConfig, MonitorSection
 
-__all__ = ["LiveIndicators", "MonitorSection"]
-
-LIVE_DEFAULT = ["rankme", "rankme_t", "alpha_req", "inertia_per_frame", "davies_bouldin"]
-
-
-@dataclass
-class MonitorSection:
-    """Label-free indicators logged during pretraining (method B)."""
-
-    every: int = opt(0, "compute the indicators every this many steps (0: off)")
-    pool: list[Path] = opt(
-        factory=list, help="CutSet(s) to draw the fixed pool from (default: the training cuts)"
-    )
-    minutes: float = opt(10.0, "audio in the pool (a seeded subset)")
-    layers: list[int] | None = opt(None, "hidden states to assess (none: all)")
-    indicators: list[str] = opt(factory=lambda: list(LIVE_DEFAULT), help="which indicators")
-    k: int = opt(128, "k-means clusters for inertia per frame / Davies-Bouldin")
-    seed: int = opt(0, "seed of the pool and of the subsampling")
+__all__ = ["LiveIndicators"]
 
 
 @dataclass

@@ -4,12 +4,38 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from speechssl.errors import UserError
-from speechssl.indicators.layer import NAMES, RENAMED
+from speechssl.indicators.indicator_config import NAMES, RENAMED
 
-__all__ = ["indicator_names", "read_indicator_rows"]
+__all__ = ["checkpoint_key", "indicator_names", "read_indicator_rows", "row_key"]
+
+
+def checkpoint_key(spec: str) -> str:
+    """One spelling per upstream, so that ``assess`` rows and probe results join.
+
+    An existing path becomes the resolved checkpoint folder it loads (a run folder: its latest
+    step, as :func:`~speechssl.models.registry.resolve_checkpoint` picks it), so
+    ``./runs/x``, ``runs/x/`` and ``/abs/runs/x`` are one key; a name (``fbank``) or a path
+    that is gone is kept, normalised.
+    """
+    from speechssl.models.registry import resolve_checkpoint  # torch: only when needed
+
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return os.path.normpath(spec)
+    try:
+        return str(resolve_checkpoint(path).resolve())
+    except UserError:  # not one of ours (an HF folder, ...)
+        return str(path.resolve())
+
+
+def row_key(row: dict) -> str:
+    """The :func:`checkpoint_key` of an ``assess`` row or a probe ``results.json``: the one
+    recorded when it was written (``checkpoint``), else that of its ``upstream`` from here."""
+    return row.get("checkpoint") or checkpoint_key(row["upstream"])
 
 
 def read_indicator_rows(path: str | Path) -> list[dict]:

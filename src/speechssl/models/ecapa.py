@@ -14,17 +14,15 @@ BatchNorm statistics do include padded frames (harmless, and what every recipe d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from speechssl.audio.features import LogMel
-from speechssl.config import opt
+from speechssl.models.encoder_config import EcapaConfig
 from speechssl.models.upstream import Upstream, UpstreamOutput
 
-__all__ = ["AttentiveStatsPool", "EcapaConfig", "EcapaTdnn", "masked_mean_std"]
+__all__ = ["AttentiveStatsPool", "EcapaTdnn", "masked_mean_std"]
 
 
 def masked_mean_std(
@@ -118,16 +116,6 @@ class SERes2Block(nn.Module):
             y = conv(parts[i + 1] if y is None else parts[i + 1] + y, m)
             outs.append(y)
         return x + self.se(self.conv_out(torch.cat(outs, 1), m), m)
-
-
-@dataclass
-class EcapaConfig:
-    channels: int = opt(512, "channels of the TDNN layers (512 or 1024)")
-    emb_dim: int = opt(192, "speaker embedding size")
-    n_mels: int = opt(80, "mel bins of the log-mel input")
-    mfa_dim: int = opt(1536, "channels after multi-layer feature aggregation")
-    scale: int = opt(8, "Res2Net scale")
-    attention_dim: int = opt(128, "bottleneck of the attentive pooling and SE")
 
 
 class EcapaTdnn(Upstream):

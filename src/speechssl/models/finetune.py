@@ -1,6 +1,6 @@
 """An utterance encoder with a new linear classifier, for transfer (``speechssl finetune``).
 
-Staged transfer (METHODS.md D) first trains only the classifier and the encoder's last
+Staged transfer (method D, Cho et al., 2022) first trains only the classifier and the encoder's last
 affine layers, then everything: :meth:`FinetuneModel.freeze_all_but_last` and
 :meth:`FinetuneModel.unfreeze` switch between the two, and parts left frozen stay in eval
 mode so that their batch-norm statistics do not drift while they are not trained.

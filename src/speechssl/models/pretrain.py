@@ -3,7 +3,7 @@
 :class:`PretrainModel` is the one module the trainer, DDP and checkpoints see: the student
 ``encoder``, its heads, and the EMA ``teacher``. Its forward takes the batch and the frame
 mask and returns a :class:`PretrainOutput` with everything the losses of
-:mod:`speechssl.objectives.masked_prediction` need (HuBERT, data2vec, MT4SSL; METHODS.md C).
+:mod:`speechssl.objectives.masked_prediction` need (HuBERT, data2vec, MT4SSL; method C).
 
 Design choices:
 

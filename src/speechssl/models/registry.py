@@ -26,9 +26,11 @@ from torch import nn
 
 from speechssl.config import from_dict
 from speechssl.errors import UserError
-from speechssl.models.ecapa import EcapaConfig, EcapaTdnn
-from speechssl.models.resnet import ResNet, ResNetConfig
-from speechssl.models.transformer import PRESETS, FrameTransformer, TransformerConfig
+from speechssl.models.ecapa import EcapaTdnn
+from speechssl.models.encoder_config import EcapaConfig, ResNetConfig
+from speechssl.models.resnet import ResNet
+from speechssl.models.transformer import FrameTransformer
+from speechssl.models.transformer_config import PRESETS, TransformerConfig
 from speechssl.models.upstream import FbankUpstream, MfccUpstream, Upstream
 
 __all__ = [

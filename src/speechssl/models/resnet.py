@@ -14,18 +14,16 @@ if it were alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from speechssl.audio.features import LogMel
-from speechssl.config import opt
 from speechssl.models.ecapa import AttentiveStatsPool
+from speechssl.models.encoder_config import ResNetConfig
 from speechssl.models.upstream import Upstream, UpstreamOutput
 
-__all__ = ["ResNet", "ResNetConfig"]
+__all__ = ["ResNet"]
 
 
 def _halve(counts: torch.Tensor) -> torch.Tensor:
@@ -56,19 +54,6 @@ class BasicBlock(nn.Module):
         y = F.relu(self.bn1(self.conv1(x * m_in)))
         y = self.bn2(self.conv2(y * m_out))
         return F.relu(y + self.shortcut(x))
-
-
-@dataclass
-class ResNetConfig:
-    base_width: int = opt(32, "channels of the first stage (doubling per stage)")
-    blocks: list[int] = opt(factory=lambda: [3, 4, 6, 3], help="BasicBlocks per stage")
-    emb_dim: int = opt(256, "speaker embedding size")
-    n_mels: int = opt(80, "mel bins of the log-mel input")
-    attention_dim: int = opt(128, "bottleneck of the attentive pooling")
-
-    def __post_init__(self) -> None:
-        if self.n_mels % 2 ** (len(self.blocks) - 1):
-            raise ValueError(f"n_mels {self.n_mels} must divide by 2^(stages-1)")
 
 
 class ResNet(Upstream):

@@ -28,12 +28,9 @@ prediction head or teacher should read, while the others stay the raw residual s
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,56 +38,13 @@ from torch import nn
 
 from speechssl.audio.features import LogMel
 from speechssl.audio.features import num_frames as logmel_frames
-from speechssl.config import opt
+from speechssl.models.transformer_config import TransformerConfig
 from speechssl.models.upstream import Upstream, UpstreamOutput
 
-__all__ = [
-    "PRESETS",
-    "WAVEFORM_CONVS",
-    "FrameTransformer",
-    "TransformerConfig",
-    "frame_counts",
-    "preset",
-]
+__all__ = ["WAVEFORM_CONVS", "FrameTransformer", "frame_counts"]
 
 # (kernel, stride) of the wav2vec 2.0 / HuBERT waveform CNN: 400-sample receptive field, 320 hop.
 WAVEFORM_CONVS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
-
-
-@dataclass
-class TransformerConfig:
-    dim: int = opt(768, "model width")
-    layers: int = opt(12, "number of Transformer blocks")
-    heads: int = opt(12, "attention heads (dim must be divisible by heads)")
-    ffn_dim: int = opt(3072, "hidden size of the feed-forward layers")
-    dropout: float = opt(0.1, "dropout on residual branches and after the front-end")
-    attn_dropout: float = opt(0.1, "dropout on attention weights")
-    frontend: Literal["logmel", "waveform"] = opt("logmel", "log-mel + conv, or waveform CNN")
-    conv_dim: int = opt(512, "channels of the front-end convolutions")
-    n_mels: int = opt(80, "mel bins of the log-mel front-end")
-    conv_pos_kernel: int = opt(128, "kernel of the convolutional positional encoding")
-    conv_pos_groups: int = opt(16, "groups of the convolutional positional encoding")
-
-    def __post_init__(self) -> None:
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.dim % self.conv_pos_groups:
-            raise ValueError(f"dim {self.dim} is not divisible by {self.conv_pos_groups} groups")
-
-
-PRESETS: dict[str, TransformerConfig] = {
-    # ~1.4M parameters: CPU experiments and tests.
-    "tiny": TransformerConfig(dim=128, layers=6, heads=4, ffn_dim=512, conv_dim=128),
-    # ~22M parameters.
-    "small": TransformerConfig(dim=384, layers=12, heads=6, ffn_dim=1536, conv_dim=512),
-    # ~90M (log-mel) / ~94M (waveform) parameters, the size of HuBERT / data2vec Base.
-    "base": TransformerConfig(dim=768, layers=12, heads=12, ffn_dim=3072, conv_dim=512),
-}
-
-
-def preset(name: str, **overrides) -> TransformerConfig:
-    """A copy of preset ``name`` with some fields changed (``preset("tiny", frontend=...)``)."""
-    return dataclasses.replace(PRESETS[name], **overrides)
 
 
 def _conv_out(lengths: torch.Tensor, kernel: int, stride: int, padding: int = 0) -> torch.Tensor:

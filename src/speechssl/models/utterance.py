@@ -1,31 +1,21 @@
-"""The utterance-level encoders (ECAPA-TDNN, thin ResNet) as one config section.
+"""The utterance-level encoders (ECAPA-TDNN, thin ResNet) from one config section.
 
 ``speechssl dino`` and ``speechssl supervised`` train the same encoders; both read their
-``model`` section as an :class:`EncoderSection` and build it with :func:`build_encoder`.
+``model`` section as an :class:`~speechssl.models.encoder_config.EncoderSection` and build
+it with :func:`build_encoder`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Literal
 
 from torch import nn
 
-from speechssl.config import opt
 from speechssl.errors import UserError
-from speechssl.models.ecapa import EcapaConfig
+from speechssl.models.encoder_config import EncoderSection
 from speechssl.models.registry import build_model
-from speechssl.models.resnet import ResNetConfig
 
-__all__ = ["EncoderSection", "build_encoder"]
-
-
-@dataclass
-class EncoderSection:
-    kind: Literal["ecapa", "resnet"] = opt("ecapa", "encoder: ecapa (ECAPA-TDNN) or resnet")
-    ecapa: EcapaConfig = field(default_factory=EcapaConfig)
-    resnet: ResNetConfig = field(default_factory=ResNetConfig)
+__all__ = ["build_encoder"]
 
 
 def build_encoder(section: EncoderSection) -> nn.Module:

@@ -1,6 +1,6 @@
 """Additive angular margin softmax (ArcFace; Deng et al., 2019) for the supervised baseline.
 
-The speaker classifier of the "x-vector" that DINO is compared against (METHODS.md section D):
+The speaker classifier of the "x-vector" that DINO is compared against (method D, Cho et al., 2022):
 logits are ``s * cos(theta_j)`` between the L2-normalised embedding and each class's
 L2-normalised weight, except the target class, whose angle is widened by ``m``:
 ``s * cos(theta_y + m)``. The margin forces each class into a tighter cone than plain softmax

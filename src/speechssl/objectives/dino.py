@@ -1,4 +1,7 @@
-"""DINO for utterance-level embeddings (Caron et al., 2021; Cho et al., 2022; METHODS.md D).
+"""DINO for utterance-level embeddings (method D).
+
+Caron et al., ICCV 2021, arXiv:2104.14294; Cho et al., JSTSP 2022, arXiv:2208.05445;
+see docs/methods.md.
 
 A student and an EMA teacher (same encoder + head) see different random crops of the same
 utterance; the student's softmax over ``out_dim`` prototypes matches the teacher's centred and

@@ -1,5 +1,6 @@
 """Masked-prediction losses: k-means CE, EMA-teacher regression, pretext regression, and their
-weighted sum (HuBERT, data2vec, MT4SSL; METHODS.md section C).
+weighted sum (HuBERT, data2vec, MT4SSL: method C,
+Ma et al., Interspeech 2023, arXiv:2211.07321; docs/methods.md).
 
 Data flows :class:`speechssl.data.pretrain.PretrainDataset` (a
 :class:`~speechssl.data.pretrain.PretrainBatch`) -> :class:`MaskedObjective` draws the span

@@ -11,10 +11,10 @@ standardised with a mean and std measured once on a seeded sample of the trainin
 reloaded run uses the same ones. Voiced-only features (F0, HNR, jitter, shimmer) are
 measured on voiced frames and are 0 (their mean) on unvoiced ones after standardisation.
 
-Which targets, with which weights: :func:`pretext_weights` follows METHODS.md A, where the
-pretraining loss is ``sum_k lambda_k * loss_k + mel loss + MFCC loss``: the lambdas of a
-``speechssl select`` result, plus log-mel and MFCC reconstruction at weight 1 (the
-baselines), plus any target named by hand.
+Which targets, with which weights: :func:`pretext_weights` follows method A (Zaiem et al., JSTSP
+2022), where the pretraining loss is ``sum_k lambda_k * loss_k + mel loss + MFCC loss``: the lambdas
+of a ``speechssl select`` result, plus log-mel and MFCC reconstruction at weight 1 (the baselines),
+plus any target named by hand.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ __all__ = [
     "weights_from_selection",
 ]
 
-# Paper (METHODS.md A): MSE for the mel / MFCC reconstruction, L1 for the signal features.
+# Method A (Zaiem et al., JSTSP 2022): MSE for the mel / MFCC reconstruction, L1 for the
+# signal features.
 MSE_TARGETS = ("logmel", "mfcc")
-# METHODS.md A: log-mel and MFCC reconstruction are always added as baseline pretext tasks.
+# Method A: log-mel and MFCC reconstruction are always added as baseline pretext tasks.
 BASELINES = ("logmel", "mfcc")
 
 
@@ -164,7 +165,7 @@ def pretext_weights(
     selection: str | Path | None = None,
     baselines: bool | None = None,
 ) -> dict[str, float]:
-    """The pretext targets and weights of a pretraining run (METHODS.md A).
+    """The pretext targets and weights of a pretraining run (method A, docs/methods.md).
 
     Args:
         entries: targets named by hand (:func:`parse_weights`); they add to the selection's

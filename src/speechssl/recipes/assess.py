@@ -11,20 +11,21 @@ checkpoint).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from speechssl.config import opt, to_dict
-from speechssl.data.manifest import load_cut_sets
-from speechssl.indicators import IndicatorConfig
-from speechssl.indicators.assess import assess_checkpoint, expand_upstreams, select_pool
-from speechssl.indicators.rows import read_indicator_rows
-from speechssl.report.indicators import write_indicator_report
+from speechssl.indicators.indicator_config import IndicatorConfig
+from speechssl.progress import Progress
 from speechssl.runs import probe_cache_dir, start_run
 
+# The config imports nothing heavy (a command's --help reads it); the job below imports torch,
+# lhotse and the library where it runs.
+
 __all__ = ["AssessConfig", "run_assess"]
+
+log = logging.getLogger("speechssl")
 
 
 @dataclass
@@ -36,9 +37,9 @@ class AssessConfig:
     )
     cuts: list[Path] = opt(help="CutSet manifest(s) of unlabelled audio to draw the pool from")
     out: Path = opt(help="run folder for indicators.jsonl, report.md and plots")
-    hours: float = opt(1.0, "audio in the pool (a seeded subset of the cuts)")
+    hours: float = opt(1.0, "audio in the pool (a seeded subset of the cuts)", gt=0)
     seed: int = opt(
-        0, "seed of the pool (--indicators.seed seeds the k-means and silhouette samples)"
+        0, "seed of the pool (--indicators.seed seeds the k-means and silhouette samples)", ge=0
     )
     layers: list[int] | None = opt(None, "layers to assess (hidden-state indices); none = all")
     indicators: IndicatorConfig = opt(factory=IndicatorConfig, help="indicator settings")
@@ -59,6 +60,11 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     layers, indicators), checkpoints assessed there are not assessed again, so a killed run
     or a run given more checkpoints later only does what is missing.
     """
+    from speechssl.data.manifest import load_cut_sets
+    from speechssl.indicators.assess import assess_checkpoint, expand_upstreams, select_pool
+    from speechssl.indicators.rows import read_indicator_rows
+    from speechssl.report.indicators import write_indicator_report
+
     done: dict[str, list[dict]] = {}
     old = Path(cfg.out) / "indicators.jsonl"
     settings = Path(cfg.out) / "settings.json"
@@ -72,8 +78,9 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     pool = select_pool(list(load_cut_sets(cfg.cuts)), cfg.hours, cfg.seed)
     rows: list[dict] = []
     out = run_dir / "indicators.jsonl"
+    bar = Progress(len(checkpoints), "assess", "checkpoint", enabled=len(checkpoints) > 1)
     with out.open("w") as f:
-        for ckpt in tqdm(checkpoints, desc="assess", unit="ckpt", disable=len(checkpoints) < 2):
+        for ckpt in checkpoints:
             new = done.get(ckpt.spec)
             if new is None:
                 new, seconds = assess_checkpoint(
@@ -81,10 +88,13 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
                 )
                 for r in new:
                     r["seconds"] = seconds / len(new)
+                log.info("assessed %s in %.1f s", ckpt.spec, seconds)
             for r in new:
                 f.write(json.dumps(r) + "\n")
             f.flush()
             rows += new
+            bar.update()
+    bar.close()
     pool_s = sum(c.duration for c in pool)
     write_indicator_report(rows, run_dir, cfg.cuts, cfg.seed, cfg.indicators.k, len(pool), pool_s)
     return rows

@@ -23,16 +23,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from speechssl.config import opt
 from speechssl.errors import UserError
-from speechssl.indicators.assess import run_of
-from speechssl.indicators.correlation import BOOTSTRAP_UNITS, rank_correlation
-from speechssl.indicators.rows import indicator_names, read_indicator_rows
-from speechssl.report.correlation import write_correlation_report
 from speechssl.runs import start_run
-from speechssl.training import read_metrics
+
+# The config imports nothing heavy (a command's --help reads it); the job below imports numpy,
+# scipy and the library where it runs.
 
 __all__ = ["CorrelateConfig", "probe_score", "run_correlate"]
 
@@ -45,15 +41,10 @@ class CorrelateConfig:
     probes: list[Path] = opt(help="folders searched for probe results.json (any depth)")
     out: Path = opt(help="run folder for correlations.json, report.md and scatter plots")
     bootstrap: int = opt(
-        1000, "bootstrap resamples (of runs, or checkpoints) for the 95% intervals"
+        1000, "bootstrap resamples (of runs, or checkpoints) for the 95% intervals", ge=0
     )
-    loss_window: int = opt(50, "average the logged loss over this many steps up to the step")
-    seed: int = opt(0, "bootstrap seed")
-
-
-def _key(spec: str) -> str:
-    p = Path(spec).expanduser()
-    return str(p.resolve()) if p.exists() else spec
+    loss_window: int = opt(50, "average the logged loss over this many steps up to the step", ge=1)
+    seed: int = opt(0, "bootstrap seed", ge=0)
 
 
 def probe_score(result: dict) -> tuple[str, float]:
@@ -65,7 +56,13 @@ def probe_score(result: dict) -> tuple[str, float]:
 
 
 def collect_probes(folders: list[Path]) -> dict[str, dict[str, float]]:
-    """``{checkpoint key: {task: score}}`` from every results.json under ``folders``."""
+    """``{checkpoint key: {task: score}}`` from every results.json under ``folders``.
+
+    Keys are :func:`~speechssl.indicators.rows.row_key`: a probe of a run folder counts for
+    the checkpoint it loaded, however the path was spelled.
+    """
+    from speechssl.indicators.rows import row_key
+
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for folder in folders:
         if not Path(folder).exists():
@@ -74,12 +71,16 @@ def collect_probes(folders: list[Path]) -> dict[str, dict[str, float]]:
             r = json.loads(path.read_text())
             if "task" not in r or "upstream" not in r:
                 continue
-            out[_key(r["upstream"])][r["task"]] = probe_score(r)[1]
+            out[row_key(r)][r["task"]] = probe_score(r)[1]
     return out
 
 
 def loss_at(checkpoint: str, step: int | None, window: int) -> float:
     """Mean logged loss over the ``window`` steps up to ``step`` (nan when unknown)."""
+    import numpy as np
+
+    from speechssl.training import read_metrics
+
     if step is None:
         return math.nan
     metrics = Path(checkpoint).expanduser().parent.parent / "metrics.jsonl"
@@ -94,6 +95,11 @@ def loss_at(checkpoint: str, step: int | None, window: int) -> float:
 
 
 def run_correlate(cfg: CorrelateConfig) -> dict:
+    from speechssl.indicators.assess import run_of
+    from speechssl.indicators.correlation import rank_correlation
+    from speechssl.indicators.rows import indicator_names, read_indicator_rows, row_key
+    from speechssl.report.correlation import write_correlation_report
+
     run_dir = start_run(cfg.out, "correlate", cfg, seed=cfg.seed)
     rows = [r for path in cfg.assess for r in read_indicator_rows(path)]
     probes = collect_probes(cfg.probes)
@@ -101,7 +107,7 @@ def run_correlate(cfg: CorrelateConfig) -> dict:
     by_ckpt: dict[str, dict[int, dict]] = defaultdict(dict)  # checkpoint -> layer -> row
     meta: dict[str, tuple[str, int | None]] = {}
     for r in rows:
-        key = _key(r["upstream"])
+        key = row_key(r)
         by_ckpt[key][r["layer"]] = r
         meta[key] = (r["upstream"], r["step"])
     joined = [k for k in by_ckpt if k in probes]
@@ -111,7 +117,7 @@ def run_correlate(cfg: CorrelateConfig) -> dict:
             "(need 3+); probe the same checkpoint folders that were assessed"
         )
     tasks = sorted({t for k in joined for t in probes[k]})
-    losses = {k: loss_at(meta[k][0], meta[k][1], cfg.loss_window) for k in joined}
+    losses = {k: loss_at(k, meta[k][1], cfg.loss_window) for k in joined}  # k: resolved
     runs = {k: run_of(k) for k in joined}
     results: list[dict] = []
     for task in tasks:
@@ -149,6 +155,8 @@ def run_correlate(cfg: CorrelateConfig) -> dict:
 def _bootstrap_summary(results: list[dict], runs: dict[str, str], resamples: int) -> dict:
     """What the intervals resampled: ``unit`` runs | checkpoints (| mixed, when dropped
     non-finite values left some rows with one checkpoint per run)."""
+    from speechssl.indicators.correlation import BOOTSTRAP_UNITS
+
     units = {r["bootstrap"] for r in results if r["n"] >= 3}
     unit = units.pop() if len(units) == 1 else ("mixed" if units else BOOTSTRAP_UNITS[1])
     return {"unit": unit, "runs": len(set(runs.values())), "resamples": resamples}

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from speechssl.config import opt
-from speechssl.data import corpora
-from speechssl.data.info import CutSetInfo, describe
-from speechssl.data.manifest import PrepareReport, build_cutset, load_cuts, save_cuts
-from speechssl.data.split import parse_ratios, split_by_speaker
-from speechssl.report.cutset_info import plot_info
 from speechssl.runs import run_dir_for, start_run
+
+if TYPE_CHECKING:
+    from speechssl.data.info import CutSetInfo
+    from speechssl.data.manifest import PrepareReport
+
+# The configs import nothing heavy (a command's --help reads them); the jobs below import
+# lhotse and the library where they run.
 
 
 @dataclass
@@ -87,6 +90,9 @@ PREPARE_CONFIGS = {
 
 def prepare(recipe: str, cfg) -> tuple[Path, PrepareReport]:
     """Find, check and write the cuts of a corpus; returns the output path and the report."""
+    from speechssl.data import corpora
+    from speechssl.data.manifest import build_cutset, save_cuts
+
     if recipe == "folder":
         rows = corpora.folder_rows(cfg.audio_dir, cfg.labels, cfg.label_columns)
     elif recipe == "fsdd":
@@ -110,23 +116,26 @@ def prepare(recipe: str, cfg) -> tuple[Path, PrepareReport]:
 class SplitConfig:
     """Split a CutSet by speaker (seeded); no speaker is ever in two splits."""
 
-    cuts: Path = opt(help="input CutSet", positional=True)
-    out_dir: Path = opt(help="folder for <split>.jsonl.gz files")
+    cuts: Path = opt(help="input CutSet")
+    out: Path = opt(help="folder for <split>.jsonl.gz files")
     ratios: str = opt("train=0.8,dev=0.1,test=0.1", "NAME=SHARE pairs of utterance shares")
-    seed: int = opt(0, "shuffling seed")
+    seed: int = opt(0, "shuffling seed", ge=0)
     by: str = opt("speaker", "label that identifies a speaker")
 
 
 def split(cfg: SplitConfig) -> dict[str, tuple[Path, int, int]]:
     """Write one CutSet per split; returns split -> (path, utterances, speakers)."""
+    from speechssl.data.manifest import load_cuts, save_cuts
+    from speechssl.data.split import parse_ratios, split_by_speaker
+
     cuts = load_cuts(cfg.cuts)
     parts = split_by_speaker(cuts, parse_ratios(cfg.ratios), seed=cfg.seed, field=cfg.by)
     out = {}
     for name, part in parts.items():
-        path = save_cuts(part, Path(cfg.out_dir) / f"{name}.jsonl.gz")
+        path = save_cuts(part, Path(cfg.out) / f"{name}.jsonl.gz")
         speakers = {c.supervisions[0].custom[cfg.by] for c in part}
         out[name] = (path, len(part), len(speakers))
-    start_run(Path(cfg.out_dir) / "split.run", "data split", cfg, seed=cfg.seed)
+    start_run(Path(cfg.out) / "split.run", "data split", cfg, seed=cfg.seed)
     return out
 
 
@@ -134,11 +143,15 @@ def split(cfg: SplitConfig) -> dict[str, tuple[Path, int, int]]:
 class InfoConfig:
     """Describe a CutSet: hours, utterances, label counts, sample rates, durations."""
 
-    cuts: Path = opt(help="CutSet to describe", positional=True)
+    cuts: Path = opt(help="CutSet to describe")
     plot: Path | None = opt(None, "also write a PNG (duration histogram, label counts) here")
 
 
 def info(cfg: InfoConfig) -> CutSetInfo:
+    from speechssl.data.info import describe
+    from speechssl.data.manifest import load_cuts
+    from speechssl.report.cutset_info import plot_info
+
     summary = describe(load_cuts(cfg.cuts))
     if cfg.plot is not None:
         plot_info(summary, cfg.plot, title=Path(cfg.cuts).name)

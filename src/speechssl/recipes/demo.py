@@ -1,40 +1,37 @@
 """`speechssl demo`: the whole pipeline, as it exists, on the embedded synthetic corpus.
 
-The corpus is synthesised on first use and cached (``--cache-dir``, default
-``$SPEECHSSL_CACHE`` or ``~/.cache/speechssl``), keyed by minutes and seed. Each method adds
-its stage here; today's stages: (1) corpus synthesis and a summary with one log-mel picture per
-language, then a training-free ranking of pseudo-labels for speaker and language, (2) MFCC k-means and a short MT4SSL pretraining of ``tiny`` with live label-free
-indicators, (3) probes of the baselines and of the pretrained model on speaker, language and
-frame-level phonemes, (4) a short DINO run and speaker verification on held-out voices.
-The report is ``OUT/report.md`` with its PNG plots beside it.
+The corpus is synthesised on first use and cached (``--cache-dir``, default ``$SPEECHSSL_CACHE`` or
+``~/.cache/speechssl``), keyed by minutes and seed. Each method adds its stage here; today's stages:
+(1) corpus synthesis and a summary with one log-mel picture per language, then a training-free
+ranking of pseudo-labels for speaker and language, (2) MFCC k-means and a short MT4SSL pretraining
+of ``tiny`` with live label-free indicators, (3) probes of the baselines and of the pretrained model
+on speaker, language and frame-level phonemes, (4) a short DINO run and speaker verification on
+held-out voices. The report is ``OUT/report.md`` with its PNG plots beside it. Each stage announces
+itself as it starts, on stderr and in ``OUT/log.txt`` (the stages' own runs log to their folders).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from speechssl.audio.features import LogMel
-from speechssl.audio.io import load_cut
 from speechssl.config import opt
-from speechssl.data.info import describe
-from speechssl.data.manifest import labels_of, load_cuts
-from speechssl.data.synth import synthesize_corpus
-from speechssl.report.cutset_info import plot_info
-from speechssl.report.demo import (
-    LogMelExample,
-    corpus_tables,
-    dino_figure,
-    logmel_figure,
-    pretrain_figure,
-)
-from speechssl.report.markdown import Report
+from speechssl.progress import console_logger
 from speechssl.runs import cache_root, start_run
+
+if TYPE_CHECKING:
+    from speechssl.report.markdown import Report
+
+# The config imports nothing heavy (a command's --help reads it); the stages below import
+# torch, lhotse and the library where they run.
+
+# stage headings go to stderr and, through the handler run_demo adds, to the demo's own
+# log.txt (the run log proper follows each stage into its own run folder)
+stages = console_logger("demo")
 
 
 @dataclass
@@ -42,14 +39,14 @@ class DemoConfig:
     """Run every stage of the toolkit on the embedded synthetic corpus and write a report."""
 
     out: Path = opt(Path("runs/demo"), "report folder (report.md and PNG plots)")
-    minutes: float = opt(20.0, "minutes of synthetic speech in the corpus")
-    seed: int = opt(0, "seed of the corpus and of every stage")
+    minutes: float = opt(20.0, "minutes of synthetic speech in the corpus", gt=0)
+    seed: int = opt(0, "seed of the corpus and of every stage", ge=0)
     cache_dir: Path | None = opt(
         None, "cache for the corpus and features (default ~/.cache/speechssl)"
     )
-    probe_epochs: int = opt(20, "training epochs of each probe")
-    pretrain_steps: int = opt(150, "steps of the MT4SSL pretraining stage (0: skip it)")
-    dino_steps: int = opt(80, "steps of the DINO stage (0: skip it)")
+    probe_epochs: int = opt(20, "training epochs of each probe", ge=1)
+    pretrain_steps: int = opt(150, "steps of the MT4SSL pretraining stage (0: skip it)", ge=0)
+    dino_steps: int = opt(80, "steps of the DINO stage (0: skip it)", ge=0)
     select: bool = opt(True, "rank pseudo-labels for speaker and language (method A)")
 
 
@@ -59,6 +56,9 @@ def corpus_cuts(minutes: float, seed: int, cache_dir: Path | None = None):
     The manifest holds absolute paths, so the corpus is written in place and a marker file
     is written last: an interrupted synthesis is never mistaken for a corpus.
     """
+    from speechssl.data.manifest import load_cuts
+    from speechssl.data.synth import synthesize_corpus
+
     cache = Path(cache_dir) if cache_dir is not None else cache_root()
     folder = cache / f"synth-{minutes:g}min-seed{seed}"
     marker = folder / ".complete"
@@ -73,12 +73,32 @@ def corpus_cuts(minutes: float, seed: int, cache_dir: Path | None = None):
 def run_demo(cfg: DemoConfig) -> Path:
     """Run the demo stages and return the path of the report."""
     out = start_run(cfg.out, "demo", cfg, seed=cfg.seed)
+    handler = logging.FileHandler(out / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    stages.addHandler(handler)
+    try:
+        path = _run_stages(cfg, out)
+        stages.info("demo: report written to %s", path)
+    finally:
+        stages.removeHandler(handler)
+        handler.close()
+    return path
+
+
+def _stage(number: str, what: str) -> None:
+    stages.info("demo stage %s: %s", number, what)
+
+
+def _run_stages(cfg: DemoConfig, out: Path) -> Path:
+    from speechssl.report.markdown import Report
+
     report = Report(out, "speechssl demo")
     report.text(
         f"Embedded synthetic corpus: {cfg.minutes:g} minutes, seed {cfg.seed}. "
         "Every number below comes from this run; its config is `config.yaml` beside this report."
     )
 
+    _stage("1/4", f"corpus, {cfg.minutes:g} minutes of synthetic speech (cached once made)")
     t0 = time.perf_counter()
     cuts, folder, made = corpus_cuts(cfg.minutes, cfg.seed, cfg.cache_dir)
     took = time.perf_counter() - t0
@@ -108,8 +128,10 @@ def _pretrain_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig)
     from speechssl.config import build
     from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig, fit, label
     from speechssl.recipes.pretrain import PretrainConfig, run_pretrain
+    from speechssl.report.demo import pretrain_figure
     from speechssl.training import read_metrics
 
+    _stage("2/4", f"MFCC k-means, then MT4SSL pretraining of tiny for {cfg.pretrain_steps} steps")
     t0 = time.perf_counter()
     km = fit(
         KmeansFitConfig(cuts=cuts_path, upstream="mfcc", k=50, seed=cfg.seed, out=out / "kmeans")
@@ -169,6 +191,7 @@ def _probes(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig, upstrea
     """Probe every upstream (baselines, and the pretrained model if there is one)."""
     from speechssl.recipes.probe import ProbeConfig, run_probe
 
+    _stage("3/4", f"probes of {', '.join(upstreams)} on {', '.join(DEMO_TASKS)}")
     report.heading("3. Probes")
     report.text(
         "Frozen upstreams; `fbank`, `mfcc` and a randomly initialised `tiny` Transformer are "
@@ -180,6 +203,7 @@ def _probes(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig, upstrea
     for name, spec in upstreams.items():
         row = [name]
         for task in DEMO_TASKS:
+            stages.info("demo probe: %s on %s", name, task)
             probe_cfg = ProbeConfig(
                 upstream=spec or name,
                 out=out / "probes" / f"{name}-{task}",
@@ -204,6 +228,10 @@ def _probes(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig, upstrea
 
 
 def _corpus_summary(report: Report, cuts, out: Path) -> None:
+    from speechssl.data.info import describe
+    from speechssl.report.cutset_info import plot_info
+    from speechssl.report.demo import corpus_tables
+
     info = describe(cuts)
     report.text(
         f"{info.utterances} utterances, {info.hours * 60:.1f} minutes, "
@@ -216,6 +244,14 @@ def _corpus_summary(report: Report, cuts, out: Path) -> None:
 
 def _logmel_pictures(report: Report, cuts, out: Path) -> None:
     """One log-mel picture per language, with its phoneme alignment underneath."""
+    import numpy as np
+    import torch
+
+    from speechssl.audio.features import LogMel
+    from speechssl.audio.io import load_cut
+    from speechssl.data.manifest import labels_of
+    from speechssl.report.demo import LogMelExample, logmel_figure
+
     first = {}
     for c in cuts:
         first.setdefault(labels_of(c)["language"], c)
@@ -238,6 +274,8 @@ def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
     """Stage 4: DINO on 15 voices without labels; verification EER on the 5 voices left out."""
     import dataclasses
 
+    import numpy as np
+    import torch
     from lhotse import CutSet
 
     from speechssl.config import build
@@ -247,8 +285,10 @@ def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
     from speechssl.evaluation.verification import embed_cuts, score_speakers
     from speechssl.models.registry import build_model, load_upstream
     from speechssl.recipes.dino import DinoConfig, run_dino
+    from speechssl.report.demo import dino_figure
     from speechssl.training import read_metrics
 
+    _stage("4/4", f"DINO for {cfg.dino_steps} steps, then speaker verification")
     t0 = time.perf_counter()
     cuts = list(cuts)
     voices = sorted({str(get_label(c, "speaker")) for c in cuts})
@@ -317,8 +357,10 @@ def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
 
 def _select_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig) -> None:
     """Stage 1b: which pseudo-labels would make good pretext targets for speaker / language."""
+    from speechssl.errors import UserError
     from speechssl.recipes.select import SelectConfig, run_select
 
+    _stage("1b/4", "ranking pseudo-labels for speaker and language (no training)")
     report.heading("1b. Choosing pseudo-labels without training")
     report.text(
         "Conditional-independence utility (HSIC inside each class, standard mode; lower = the "
@@ -327,12 +369,16 @@ def _select_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig) -
     )
     for label in ("speaker", "language"):
         t0 = time.perf_counter()
-        r = run_select(
-            SelectConfig(
-                cuts=cuts_path, label=label, out=out / f"select-{label}", permutations=100,
-                seed=cfg.seed,
-            )
-        )  # fmt: skip
+        try:
+            r = run_select(
+                SelectConfig(
+                    cuts=cuts_path, label=label, out=out / f"select-{label}", permutations=100,
+                    seed=cfg.seed,
+                )
+            )  # fmt: skip
+        except UserError as exc:  # a tiny corpus: no class large enough to score
+            report.text(f"**{label}**: not scored, {exc}; use more minutes.")
+            continue
         scored = [row["name"] for row in r["ranking"] if row["utility"] is not None]
         best = ", ".join(scored[:3]) or "none (classes too small to score; use more minutes)"
         report.text(

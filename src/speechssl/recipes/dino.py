@@ -1,4 +1,6 @@
-"""``speechssl dino``: an utterance-level encoder trained without labels (METHODS.md D).
+"""``speechssl dino``: an utterance-level encoder trained without labels (method D).
+
+Cho et al., IEEE JSTSP 2022, arXiv:2208.05445; see docs/methods.md.
 
     speechssl dino --config dino-ecapa-tiny --data.train train.jsonl.gz --out runs/dino
 
@@ -23,33 +25,21 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from speechssl.audio.augment import AugmentConfig
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.config import opt
-from speechssl.data.multicrop import (
-    SHORT_POLICY_HELP,
-    MultiCropDataset,
-    ShortPolicy,
-    UtteranceDataSection,
-    babble_pool,
-    env_rank_world,
-    load_train_cuts,
-    utterance_sampler,
-)
+from speechssl.data.multicrop_config import SHORT_POLICY_HELP, ShortPolicy, UtteranceDataSection
 from speechssl.errors import UserError
-from speechssl.models.registry import model_spec
-from speechssl.models.sync_batchnorm import convert_sync_batchnorm
-from speechssl.models.utterance import EncoderSection, build_encoder
-from speechssl.objectives.dino import (
-    CollapseMonitor,
-    DinoHead,
-    DinoLoss,
-    DinoModel,
-    DinoObjective,
-    teacher_temperature_schedule,
-)
+from speechssl.models.encoder_config import EncoderSection
 from speechssl.runs import start_run
-from speechssl.training import TrainConfig, Trainer, seed_everything
+from speechssl.training.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from speechssl.training import Trainer
+
+# The configs import nothing heavy (a command's --help reads them); the wiring below imports
+# torch, lhotse and the library where it runs.
 
 __all__ = ["CropSection", "DinoConfig", "DinoSection", "build_dino_trainer", "run_dino"]
 
@@ -58,27 +48,33 @@ log = logging.getLogger("speechssl")
 
 @dataclass
 class CropSection:
-    global_crops: int = opt(2, "global crops per utterance (teacher and student)")
-    global_seconds: float = opt(3.0, "length of a global crop (s)")
-    local_crops: int = opt(4, "local crops per utterance (student only)")
-    local_seconds: float = opt(2.0, "length of a local crop (s)")
+    global_crops: int = opt(2, "global crops per utterance (teacher and student)", ge=1)
+    global_seconds: float = opt(3.0, "length of a global crop (s)", gt=0)
+    local_crops: int = opt(4, "local crops per utterance (student only)", ge=0)
+    local_seconds: float = opt(2.0, "length of a local crop (s)", gt=0)
     short_policy: ShortPolicy = opt("repeat", SHORT_POLICY_HELP)
 
 
 @dataclass
 class DinoSection:
-    out_dim: int = opt(65536, "prototypes of the head's weight-normalised last layer")
-    hidden_dim: int = opt(2048, "width of the head's two hidden layers")
-    bottleneck_dim: int = opt(256, "bottleneck before the last layer")
-    tau_s: float = opt(0.1, "student temperature")
-    tau_t_start: float = opt(0.04, "teacher temperature at step 0")
-    tau_t: float = opt(0.07, "teacher temperature after the warm-up")
+    out_dim: int = opt(65536, "prototypes of the head's weight-normalised last layer", ge=1)
+    hidden_dim: int = opt(2048, "width of the head's two hidden layers", ge=1)
+    bottleneck_dim: int = opt(256, "bottleneck before the last layer", ge=1)
+    tau_s: float = opt(0.1, "student temperature", gt=0)
+    tau_t_start: float = opt(0.04, "teacher temperature at step 0", gt=0)
+    tau_t: float = opt(0.07, "teacher temperature after the warm-up", gt=0)
     tau_t_warmup_steps: int | None = opt(
-        None, "steps of linear warm-up tau-t-start -> tau-t (none: the first 30% of max-steps)"
+        None,
+        "steps of linear warm-up tau-t-start -> tau-t (none: the first 30% of max-steps)",
+        ge=0,
     )
-    center_momentum: float = opt(0.9, "EMA momentum of the center of the teacher's outputs")
-    freeze_last_layer_epochs: float = opt(1.0, "epochs during which the last layer gets no updates")
-    collapse_patience: int = opt(50, "consecutive collapsed steps before the warning")
+    center_momentum: float = opt(
+        0.9, "EMA momentum of the center of the teacher's outputs", ge=0, le=1
+    )
+    freeze_last_layer_epochs: float = opt(
+        1.0, "epochs during which the last layer gets no updates", ge=0
+    )
+    collapse_patience: int = opt(50, "consecutive collapsed steps before the warning", ge=1)
 
 
 def _dino_train() -> TrainConfig:
@@ -106,6 +102,26 @@ class DinoConfig:
 
 def build_dino_trainer(cfg: DinoConfig) -> Trainer:
     """Everything :func:`run_dino` trains, ready to ``fit()`` (tests step it by hand)."""
+    from speechssl.data.multicrop import (
+        MultiCropDataset,
+        babble_pool,
+        env_rank_world,
+        load_train_cuts,
+        utterance_sampler,
+    )
+    from speechssl.models.registry import model_spec
+    from speechssl.models.sync_batchnorm import convert_sync_batchnorm
+    from speechssl.models.utterance import build_encoder
+    from speechssl.objectives.dino import (
+        CollapseMonitor,
+        DinoHead,
+        DinoLoss,
+        DinoModel,
+        DinoObjective,
+        teacher_temperature_schedule,
+    )
+    from speechssl.training import Trainer, seed_everything
+
     if cfg.resume:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=True))
     c, d, t = cfg.crops, cfg.dino, cfg.train

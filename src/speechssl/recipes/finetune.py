@@ -2,14 +2,14 @@
 
     speechssl finetune --upstream runs/dino --task ravdess-emotion --strategy staged --out runs/ft
 
-Strategies (METHODS.md D, transfer findings): ``staged`` first trains the new classifier and
-the encoder's last affine layers (attentive pooling, its batch norm, the embedding layer)
-with everything else frozen, then the whole network at ``stage2_lr_scale`` times the
-learning rate; ``all`` trains everything at once for the same total number of epochs.
-Training uses random chunks of ``chunk_seconds`` (optionally augmented); evaluation embeds
-whole utterances. A classification task reports test accuracy; a verification task (or
-``--eval verify``) trains on the training speakers and reports EER/minDCF of cosine-scored
-embeddings of the held-out test speakers.
+Strategies (method D, the transfer findings of Cho et al., JSTSP 2022): ``staged`` first trains the
+new classifier and the encoder's last affine layers (attentive pooling, its batch norm, the
+embedding layer) with everything else frozen, then the whole network at ``stage2_lr_scale`` times
+the learning rate; ``all`` trains everything at once for the same total number of epochs. Training
+uses random chunks of ``chunk_seconds`` (optionally augmented); evaluation embeds whole utterances.
+A classification task reports test accuracy; a verification task (or ``--eval verify``) trains on
+the training speakers and reports EER/minDCF of cosine-scored embeddings of the held-out test
+speakers.
 
 Each stage is a :class:`~speechssl.training.Trainer` run in its own folder (``stage1/``,
 ``stage2/`` or ``all/``) with checkpoints, so ``--resume`` continues where a run stopped.
@@ -24,26 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import torch
-
-from speechssl.audio.augment import AugmentConfig, Augmenter
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.config import opt, to_dict
-from speechssl.data.batching import LabelEncoder, get_label
-from speechssl.data.chunks import ChunkDataset
 from speechssl.errors import UserError
-from speechssl.evaluation.tasks import PRESETS, build_task
-from speechssl.evaluation.verification import embed_cuts, score_speakers
-from speechssl.models.finetune import FinetuneModel
-from speechssl.models.registry import load_upstream, model_spec
-from speechssl.objectives.classify import ClassifyObjective
-from speechssl.report.finetune import render_finetune
+from speechssl.evaluation.task_presets import PRESETS
 from speechssl.runs import probe_cache_dir, start_run
-from speechssl.training import TrainConfig, Trainer
-from speechssl.training.checkpoint import find_latest
+from speechssl.training.train_config import TrainConfig
+
+# The config imports nothing heavy (a command's --help reads it); the wiring below imports
+# torch, lhotse and the library where it runs.
 
 __all__ = ["FinetuneConfig", "run_finetune"]
 
 log = logging.getLogger("speechssl")
+
+
+def _no_augmentation() -> AugmentConfig:
+    """Off unless asked for (``--augment.noise-prob 0.7``, as ``dino`` spells it)."""
+    return AugmentConfig(noise_prob=0.0, reverb_prob=0.0, speed_prob=0.0, gain_prob=0.0)
 
 
 @dataclass
@@ -62,23 +60,27 @@ class FinetuneConfig:
         "auto", "test metric: accuracy, or EER on held-out speakers (auto: from the task)"
     )
     strategy: Literal["staged", "all"] = opt("staged", "staged (last layers, then all) or all")
-    epochs: int = opt(10, "epochs of each stage (all: twice this, the same total)")
-    lr: float = opt(1e-3, "learning rate (stage 1, or all)")
-    stage2_lr_scale: float = opt(0.1, "stage 2 learning rate = lr x this")
-    batch_size: int = opt(32, "utterance chunks per step")
-    chunk_seconds: float = opt(2.0, "training chunk length (random crop; shorter cuts whole)")
-    augment: bool = opt(False, "augment training chunks (settings in --augmentation.*)")
-    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
-    split_seed: int = opt(0, "seed of the task's split")
-    seed: int = opt(0, "training seed")
+    epochs: int = opt(10, "epochs of each stage (all: twice this, the same total)", ge=1)
+    lr: float = opt(1e-3, "learning rate (stage 1, or all)", gt=0)
+    stage2_lr_scale: float = opt(0.1, "stage 2 learning rate = lr x this", gt=0)
+    batch_size: int = opt(32, "utterance chunks per step", ge=1)
+    chunk_seconds: float = opt(2.0, "training chunk length (random crop; shorter cuts whole)", gt=0)
+    augment: AugmentConfig = field(default_factory=_no_augmentation)
+    split_seed: int = opt(0, "seed of the task's split", ge=0)
+    seed: int = opt(0, "training seed", ge=0)
     resume: bool = opt(False, "continue a stopped run from its checkpoints")
     data_root: Path | None = opt(None, "shared data folder (default $SPEECHSSL_DATA)")
     cache_dir: Path = opt(factory=lambda: probe_cache_dir(), help="prepared-CutSet cache")
-    num_workers: int = opt(0, "DataLoader workers")
+    num_workers: int = opt(0, "DataLoader workers", ge=0)
 
 
 def _stage(cfg: FinetuneConfig, model, name, train_cuts, dataset, epochs, lr) -> Path | None:
     from lhotse.dataset import SimpleCutSampler
+
+    from speechssl.models.registry import model_spec
+    from speechssl.objectives.classify import ClassifyObjective
+    from speechssl.training import Trainer
+    from speechssl.training.checkpoint import find_latest
 
     steps = max(1, epochs * math.ceil(len(train_cuts) / cfg.batch_size))
     tcfg = TrainConfig(
@@ -109,6 +111,18 @@ def _stage(cfg: FinetuneConfig, model, name, train_cuts, dataset, epochs, lr) ->
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune, evaluate on the test split; returns what ``results.json`` holds."""
+    import torch
+
+    from speechssl.audio.augment import Augmenter
+    from speechssl.data.batching import LabelEncoder, get_label
+    from speechssl.data.chunks import ChunkDataset
+    from speechssl.data.multicrop import augments
+    from speechssl.evaluation.tasks import build_task
+    from speechssl.evaluation.verification import embed_cuts, score_speakers
+    from speechssl.models.finetune import FinetuneModel
+    from speechssl.models.registry import load_upstream
+    from speechssl.report.finetune import render_finetune
+
     run_dir = start_run(cfg.out, "finetune", cfg, seed=cfg.seed)
     task = build_task(
         cfg.task, cuts=cfg.cuts, label=cfg.label, split_by=cfg.split_by,
@@ -126,7 +140,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     enc = LabelEncoder(task.label, [get_label(c, task.label) for c in train])
     torch.manual_seed(cfg.seed)
     model = FinetuneModel(load_upstream(cfg.upstream), len(enc))
-    augmenter = Augmenter(cfg.augmentation, babble_pool=list(train)) if cfg.augment else None
+    augmenter = Augmenter(cfg.augment, babble_pool=list(train)) if augments(cfg.augment) else None
     dataset = ChunkDataset(enc, cfg.chunk_seconds, augmenter, cfg.seed)
     if cfg.strategy == "staged":
         model.freeze_all_but_last()

@@ -18,22 +18,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from lhotse.cut import Cut
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from speechssl.config import opt
-from speechssl.data.manifest import load_cuts
 from speechssl.errors import UserError
-from speechssl.evaluation.features import layer_frames
-from speechssl.kmeans.fit import assign, fit_kmeans, subsample_frames, thin_frames
-from speechssl.kmeans.folder import load_kmeans, save_kmeans
-from speechssl.kmeans.labels import KmeansLabels, LabelSetInfo, LabelWriter, centroids_id, cuts_hash
-from speechssl.models.registry import load_upstream, upstream_id
-from speechssl.models.upstream import Upstream
 from speechssl.runs import start_run
+
+if TYPE_CHECKING:
+    from lhotse.cut import Cut
+
+    from speechssl.kmeans.labels import KmeansLabels
+    from speechssl.models.upstream import Upstream
+
+# The configs import nothing heavy (a command's --help reads them); the jobs below import
+# numpy, torch, lhotse and the library where they run.
 
 __all__ = ["KmeansFitConfig", "KmeansLabelConfig", "fit", "label"]
 
@@ -48,12 +46,12 @@ class KmeansFitConfig:
     out: Path = opt(help="folder for centroids.npy, kmeans.json and the run files")
     upstream: str = opt("mfcc", "mfcc | fbank | tiny | small | base | checkpoint | HF folder")
     layer: int | None = opt(None, "hidden state to cluster (default: last; 0 for mfcc/fbank)")
-    k: int = opt(100, "number of clusters")
-    max_frames: int = opt(200_000, "fit on a seeded sample of at most this many frames")
-    seed: int = opt(0, "seed of the frame sample, k-means++ and faiss")
-    n_iter: int = opt(50, "Lloyd iterations after k-means++ seeding")
-    batch_size: int = opt(16, "cuts per upstream batch")
-    max_batch_seconds: float = opt(160.0, "padded audio seconds per upstream batch")
+    k: int = opt(100, "number of clusters", ge=1)
+    max_frames: int = opt(200_000, "fit on a seeded sample of at most this many frames", ge=1)
+    seed: int = opt(0, "seed of the frame sample, k-means++ and faiss", ge=0)
+    n_iter: int = opt(50, "Lloyd iterations after k-means++ seeding", ge=0)
+    batch_size: int = opt(16, "cuts per upstream batch", ge=1)
+    max_batch_seconds: float = opt(160.0, "padded audio seconds per upstream batch", gt=0)
     device: str = opt("cpu", "device the upstream runs on")
     cache_dir: Path | None = opt(
         None, "feature cache of `speechssl probe`; used when it already holds these cuts"
@@ -67,10 +65,10 @@ class KmeansLabelConfig:
     kmeans: Path = opt(help="folder written by `speechssl kmeans fit`")
     cuts: Path = opt(help="CutSet to label (may differ from the one the k-means was fitted on)")
     out: Path = opt(help="label folder (rerun with the same arguments to resume)")
-    batch_size: int = opt(16, "cuts per upstream batch")
-    max_batch_seconds: float = opt(160.0, "padded audio seconds per upstream batch")
+    batch_size: int = opt(16, "cuts per upstream batch", ge=1)
+    max_batch_seconds: float = opt(160.0, "padded audio seconds per upstream batch", gt=0)
     device: str = opt("cpu", "device the upstream runs on")
-    shard_size: int = opt(1_000_000, "labels per shard file")
+    shard_size: int = opt(1_000_000, "labels per shard file", ge=1)
     cache_dir: Path | None = opt(
         None, "feature cache of `speechssl probe`; used when it already holds these cuts"
     )
@@ -95,6 +93,16 @@ def _check_unique(cuts: Sequence[Cut], path: Path) -> None:
 
 def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
     """Fit centroids; writes ``<out>/centroids.npy`` and ``<out>/kmeans.json`` (returned)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from speechssl.data.manifest import load_cuts
+    from speechssl.evaluation.features import layer_frames
+    from speechssl.kmeans.fit import fit_kmeans, subsample_frames, thin_frames
+    from speechssl.kmeans.folder import save_kmeans
+    from speechssl.kmeans.labels import centroids_id, cuts_hash
+    from speechssl.models.registry import load_upstream, upstream_id
+
     if cfg.k < 1 or cfg.max_frames < 1:
         raise UserError(
             f"k and max_frames must be positive (k={cfg.k}, max_frames={cfg.max_frames})"
@@ -155,6 +163,16 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
 
 def label(cfg: KmeansLabelConfig) -> KmeansLabels:
     """Label every frame of ``cfg.cuts``; resumes an unfinished ``cfg.out``; returns the set."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from speechssl.data.manifest import load_cuts
+    from speechssl.evaluation.features import layer_frames
+    from speechssl.kmeans.fit import assign
+    from speechssl.kmeans.folder import load_kmeans
+    from speechssl.kmeans.labels import KmeansLabels, LabelSetInfo, LabelWriter, cuts_hash
+    from speechssl.models.registry import load_upstream, upstream_id
+
     centroids, meta = load_kmeans(cfg.kmeans)
     cuts = list(load_cuts(cfg.cuts))
     _check_unique(cuts, cfg.cuts)

@@ -21,26 +21,23 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from speechssl.config import opt
-from speechssl.data.manifest import load_cut_sets
-from speechssl.data.pretrain import PretrainDataset
 from speechssl.errors import UserError
-from speechssl.indicators.live import LiveIndicators, MonitorSection
-from speechssl.models.pretrain import PretrainModel
-from speechssl.models.registry import model_spec
-from speechssl.models.transformer import PRESETS, FrameTransformer, preset
-from speechssl.objectives.masked_prediction import (
-    KmeansCE,
-    MaskedObjective,
-    MultiTarget,
-    PretextRegression,
-    TeacherRegression,
-)
-from speechssl.pseudolabels.targets import PretextTargets, fit_stats, pretext_weights
+from speechssl.indicators.indicator_config import MonitorSection
+from speechssl.models.transformer_config import PRESETS, preset
 from speechssl.runs import start_run
-from speechssl.training import TrainConfig, Trainer, seed_everything
+from speechssl.training.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from speechssl.models.pretrain import PretrainModel
+    from speechssl.objectives.masked_prediction import MaskedObjective
+    from speechssl.pseudolabels.targets import PretextTargets
+    from speechssl.training import Trainer
+
+# The configs import nothing heavy (a command's --help reads them); the wiring below imports
+# torch, lhotse and the library where it runs.
 
 __all__ = [
     "DataSection",
@@ -63,24 +60,26 @@ class ModelSection:
     frontend: Literal["logmel", "waveform"] | None = opt(
         None, "front-end (default: the preset's, log-mel)"
     )
-    dropout: float | None = opt(None, "dropout (default: the preset's)")
-    attn_dropout: float | None = opt(None, "attention dropout (default: the preset's)")
+    dropout: float | None = opt(None, "dropout (default: the preset's)", ge=0, lt=1)
+    attn_dropout: float | None = opt(None, "attention dropout (default: the preset's)", ge=0, lt=1)
 
 
 @dataclass
 class TargetsSection:
     kmeans_labels: Path | None = opt(None, "label folder from `speechssl kmeans label`")
-    kmeans_weight: float = opt(0.0, "weight of the k-means cross-entropy (0: off)")
-    kmeans_k: int | None = opt(None, "classes of the k-means head (default: the label set's k)")
+    kmeans_weight: float = opt(0.0, "weight of the k-means cross-entropy (0: off)", ge=0)
+    kmeans_k: int | None = opt(
+        None, "classes of the k-means head (default: the label set's k)", ge=1
+    )
     kmeans_upstream: str | None = opt(
         None, "upstream the labels must come from (checked against the label set)"
     )
     kmeans_layer: int | None = opt(None, "layer the labels must come from (checked)")
-    kmeans_proj_dim: int = opt(256, "dimension of the k-means head's projection")
-    kmeans_temperature: float = opt(0.1, "temperature of the head's cosine similarities")
-    unmasked_weight: float = opt(0.0, "weight of the k-means CE on unmasked frames")
-    teacher_weight: float = opt(0.0, "weight of the EMA-teacher regression (0: off)")
-    top_k: int = opt(8, "teacher block outputs averaged into the target")
+    kmeans_proj_dim: int = opt(256, "dimension of the k-means head's projection", ge=1)
+    kmeans_temperature: float = opt(0.1, "temperature of the head's cosine similarities", gt=0)
+    unmasked_weight: float = opt(0.0, "weight of the k-means CE on unmasked frames", ge=0)
+    teacher_weight: float = opt(0.0, "weight of the EMA-teacher regression (0: off)", ge=0)
+    top_k: int = opt(8, "teacher block outputs averaged into the target", ge=1)
     pretext: list[str] = opt(
         help="pseudo-label regressions, name or name=weight (f0, loudness=0.5, logmel, mfcc; "
         "see speechssl.pseudolabels), comma- or space-separated; with pretext-from, they add "
@@ -95,22 +94,24 @@ class TargetsSection:
         "add log-mel and MFCC reconstruction at weight 1, method A's baselines "
         "(default: on with pretext-from, off otherwise)",
     )
-    pretext_weight: float = opt(1.0, "weight of the pretext regressions in the total loss")
-    pretext_stats_cuts: int = opt(200, "training cuts sampled to standardise pretext targets")
+    pretext_weight: float = opt(1.0, "weight of the pretext regressions in the total loss", ge=0)
+    pretext_stats_cuts: int = opt(200, "training cuts sampled to standardise pretext targets", ge=1)
 
 
 @dataclass
 class MaskingSection:
-    prob: float = opt(0.65, "span-start probability times span length (fairseq mask_prob)")
-    length: int = opt(10, "span length in frames (20 ms each)")
+    prob: float = opt(
+        0.65, "span-start probability times span length (fairseq mask_prob)", ge=0, le=1
+    )
+    length: int = opt(10, "span length in frames (20 ms each)", ge=1)
 
 
 @dataclass
 class DataSection:
     train: list[Path] = opt(help="training CutSet(s) (JSONL manifests)", factory=list)
-    crop_seconds: float | None = opt(5.0, "random crop of longer cuts (none: whole cuts)")
+    crop_seconds: float | None = opt(5.0, "random crop of longer cuts (none: whole cuts)", gt=0)
     seed: int | None = opt(
-        None, "seed mixed into every batch's crop seed (none: train.seed, rank, epoch, batch)"
+        None, "seed mixed into every batch's crop seed (none: train.seed, rank, epoch, batch)", ge=0
     )
 
 
@@ -154,6 +155,9 @@ def build_pretrain_model(
     cfg: PretrainConfig, kmeans_classes: int | None, pretext: PretextTargets | None = None
 ) -> PretrainModel:
     """Student encoder + the heads the config's targets need (+ the teacher)."""
+    from speechssl.models.pretrain import PretrainModel
+    from speechssl.models.transformer import FrameTransformer
+
     t = cfg.targets
     encoder = FrameTransformer(_encoder_config(cfg.model))
     return PretrainModel(
@@ -168,6 +172,13 @@ def build_pretrain_model(
 
 def build_objective(cfg: PretrainConfig, pretext: PretextTargets | None = None) -> MaskedObjective:
     """The weighted sum of the enabled targets, sharing one span mask per batch."""
+    from speechssl.objectives.masked_prediction import (
+        KmeansCE,
+        MultiTarget,
+        PretextRegression,
+        TeacherRegression,
+    )
+
     t, m = cfg.targets, cfg.masking
     parts: dict[str, tuple[MaskedObjective, float]] = {}
     if t.kmeans_weight:
@@ -228,6 +239,13 @@ def run_pretrain(cfg: PretrainConfig) -> Path | None:
 
 def build_trainer(cfg: PretrainConfig) -> Trainer:
     """Everything :func:`run_pretrain` trains, ready to ``fit()`` (tests step it by hand)."""
+    from speechssl.data.manifest import load_cut_sets
+    from speechssl.data.pretrain import PretrainDataset
+    from speechssl.indicators.live import LiveIndicators
+    from speechssl.models.registry import model_spec
+    from speechssl.pseudolabels.targets import PretextTargets, fit_stats, pretext_weights
+    from speechssl.training import Trainer, seed_everything
+
     _check_config(cfg)
     if cfg.resume:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=True))

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechssl.config import build, opt
+from speechssl.errors import UserError
 from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig, fit, label
 from speechssl.recipes.pretrain import PretrainConfig, run_pretrain
+from speechssl.runs import read_history
 
 __all__ = ["NextIterationConfig", "second_iteration"]
 
@@ -29,8 +31,8 @@ class NextIterationConfig:
     cuts: Path = opt(help="CutSet to cluster, label and train on")
     out: Path = opt(help="folder for kmeans/, labels/ and the new pretrain/ run")
     layer: int = opt(6, "hidden state of the trained encoder to cluster")
-    k: int = opt(500, "clusters (HuBERT's second iteration: 500)")
-    max_frames: int = opt(200_000, "frames sampled for the k-means fit")
+    k: int = opt(500, "clusters, as many as HuBERT's second iteration", ge=1)
+    max_frames: int = opt(200_000, "frames sampled for the k-means fit", ge=1)
 
 
 def second_iteration(
@@ -51,7 +53,7 @@ def second_iteration(
     """
     run_dir, out = Path(run_dir), Path(out)
     if cfg is None:
-        cfg = build(PretrainConfig, yaml_file=run_dir / "config.yaml")
+        cfg = finished_run_config(run_dir)
     fit(
         KmeansFitConfig(
             cuts=Path(cuts),
@@ -78,3 +80,25 @@ def second_iteration(
         cfg, targets=targets, data=data, train=train, out=out / "pretrain", resume=False
     )
     return run_pretrain(nxt)
+
+
+def finished_run_config(run_dir: Path) -> PretrainConfig:
+    """The config of the pretraining run in ``run_dir``, or one line on what ``run_dir`` is
+    instead (no folder, not a run folder, a run of another command)."""
+    if not run_dir.is_dir():
+        raise UserError(f"--run {run_dir}: no such folder")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"--run {run_dir} is not a run folder (it has no config.yaml)")
+    jobs = [inv.get("job") for inv in read_history(run_dir) if isinstance(inv, dict)]
+    if jobs and "pretrain" not in jobs:
+        raise UserError(
+            f"--run {run_dir} is a {jobs[-1]} run, not a pretraining run; pretrain-next "
+            "continues a run of 'speechssl pretrain'"
+        )
+    try:
+        return build(PretrainConfig, yaml_file=path)
+    except UserError as exc:
+        raise UserError(
+            f"--run {run_dir}: its config.yaml is not a pretraining config ({exc})"
+        ) from None

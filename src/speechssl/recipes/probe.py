@@ -16,16 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 from speechssl.config import opt, to_dict
-from speechssl.data.batching import get_label
 from speechssl.errors import UserError
-from speechssl.evaluation.features import extract_features
-from speechssl.evaluation.probe_task import run_probe_on
-from speechssl.evaluation.probes import ProbeTraining
-from speechssl.evaluation.tasks import PRESETS, build_task
-from speechssl.evaluation.verification import embed_cuts, score_speakers
-from speechssl.models.registry import load_upstream, upstream_id
-from speechssl.report.probe import render_probe
+from speechssl.evaluation.task_presets import PRESETS
 from speechssl.runs import probe_cache_dir, start_run
+
+# The config imports nothing heavy (a command's --help reads it); the wiring below imports
+# torch, lhotse and the library where it runs.
 
 __all__ = ["ProbeConfig", "run_probe"]
 
@@ -46,18 +42,18 @@ class ProbeConfig:
         None,
         "split rule (custom task): whole speakers, utterances within speakers, a 'split' label, all=test",
     )
-    split_seed: int = opt(0, "seed of the train/dev/test split and of verification trials")
+    split_seed: int = opt(0, "seed of the train/dev/test split and of verification trials", ge=0)
     layer: int | None = opt(
         None, "probe one layer (index into hidden states); none = learnable weighted sum"
     )
     classifier: Literal["linear", "mlp"] = opt("linear", "utterance classifier on pooled mean+std")
     seeds: list[int] = opt(
-        factory=lambda: [0, 1, 2], help="probe training seeds (mean and std reported)"
+        factory=lambda: [0, 1, 2], help="probe training seeds (mean and std reported)", ge=0
     )
-    epochs: int = opt(30, "training epochs (early stopping on dev)")
-    lr: float = opt(1e-3, "Adam learning rate")
+    epochs: int = opt(30, "training epochs (early stopping on dev)", ge=1)
+    lr: float = opt(1e-3, "Adam learning rate", gt=0)
     batch_size: int = opt(
-        64, "probe training batch size (utterances, or frames x 16 for frame tasks)"
+        64, "probe training batch size (utterances, or frames x 16 for frame tasks)", ge=1
     )
     cache_dir: Path = opt(
         factory=lambda: probe_cache_dir(),
@@ -71,6 +67,16 @@ class ProbeConfig:
 
 def run_probe(cfg: ProbeConfig) -> dict:
     """Run the probe of ``cfg``; returns what it writes to ``results.json``."""
+    from speechssl.data.batching import get_label
+    from speechssl.evaluation.features import extract_features
+    from speechssl.evaluation.probe_task import run_probe_on
+    from speechssl.evaluation.probes import ProbeTraining
+    from speechssl.evaluation.tasks import build_task
+    from speechssl.evaluation.verification import embed_cuts, score_speakers
+    from speechssl.indicators.rows import checkpoint_key
+    from speechssl.models.registry import load_upstream, upstream_id
+    from speechssl.report.probe import render_probe
+
     if not cfg.seeds:
         raise UserError("give at least one seed")
     run_dir = start_run(cfg.out, "probe", cfg, seed=cfg.seeds[0])
@@ -104,6 +110,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
             emb = embed_cuts(model, cuts, device=cfg.device)
             results["embed_metrics"] = score_speakers(emb, speakers, seed=cfg.split_seed)
     results["upstream"] = cfg.upstream
+    results["checkpoint"] = checkpoint_key(cfg.upstream)  # what correlate joins on
     results["config"] = to_dict(cfg)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / "results.md").write_text(render_probe(results) + "\n")

@@ -1,10 +1,10 @@
 """``speechssl select``: rank pseudo-labels for a downstream label without training.
 
-Method A of METHODS.md: one item per cut; the speech kernel from its Gaussian-downsampled
-40-mel log-mel, the pseudo-label kernel from the item mean of each frame-level feature of
-:mod:`speechssl.pseudolabels`, HSIC inside each class of ``--label`` (lower = better). Writes
-``selection.json`` (ranked list with interval, p-value and counts), ``selection.md`` and a
-bar plot ``selection.png`` into ``--out``::
+Method A (Zaiem et al., Interspeech 2021, arXiv:2104.07388; docs/methods.md): one item per cut; the
+speech kernel from its Gaussian-downsampled 40-mel log-mel, the pseudo-label kernel from the item
+mean of each frame-level feature of :mod:`speechssl.pseudolabels`, HSIC inside each class of
+``--label`` (lower = better). Writes ``selection.json`` (ranked list with interval, p-value and
+counts), ``selection.md`` and a bar plot ``selection.png`` into ``--out``::
 
     speechssl select --cuts cuts.jsonl.gz --label speaker --out runs/select-speaker
     speechssl select --cuts cuts.jsonl.gz --label speaker --out runs/sel-ref \
@@ -26,24 +26,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from lhotse.cut import Cut
+from typing import TYPE_CHECKING, Any, Literal
 
 from speechssl.config import opt, to_dict
-from speechssl.data.batching import LabelError, get_label
-from speechssl.data.manifest import labels_of, load_cuts
 from speechssl.errors import UserError
-from speechssl.report.selection import plot_selection, render_selection
 from speechssl.runs import start_run
-from speechssl.selection.items import (
-    BASELINES,
-    extract_items,
-    pseudolabel_backend,
-    resolve_candidates,
-    subsample_per_class,
-)
-from speechssl.selection.ranking import rank_items
+
+if TYPE_CHECKING:
+    from lhotse.cut import Cut
+
+# The config imports nothing heavy (a command's --help reads it); the job below imports torch,
+# lhotse and the library where it runs.
 
 __all__ = ["SelectConfig", "run_select"]
 
@@ -68,20 +61,22 @@ class SelectConfig:
     averaging: Literal["plain", "weighted"] = opt(
         "plain", "average over classes: plain mean, or weighted by class size"
     )
-    permutations: int = opt(200, "permutations of the conditional-independence test (0: off)")
+    permutations: int = opt(200, "permutations of the conditional-independence test (0: off)", ge=0)
     interval: Literal["jackknife", "bootstrap", "none"] = opt(
         "jackknife",
         "95% interval: delete-one jackknife within classes, or the within-class bootstrap "
         "(wider: HSIC is near-degenerate, see selection.hsic)",
     )
-    bootstrap: int = opt(200, "resamples per class for --interval bootstrap")
-    seed: int = opt(0, "seed of the per-class subsample, permutations, bootstrap and groups")
+    bootstrap: int = opt(200, "resamples per class for --interval bootstrap", ge=1)
+    seed: int = opt(0, "seed of the per-class subsample, permutations, bootstrap and groups", ge=0)
     max_items_per_class: int | None = opt(
-        300, "seeded subsample of larger classes (cost grows with the square of class size)"
+        300, "seeded subsample of larger classes (cost grows with the square of class size)", ge=4
     )
-    frames: int = opt(30, "log-mel frames after Gaussian downsampling: 30 utterances, 10 segments")
+    frames: int = opt(
+        30, "log-mel frames after Gaussian downsampling: 30 utterances, 10 segments", ge=1
+    )
     groups: bool = opt(False, "also fit softmax and sparsemax weights over the candidates")
-    batch_seconds: float = opt(60.0, "padded audio per feature-extraction batch, seconds")
+    batch_seconds: float = opt(60.0, "padded audio per feature-extraction batch, seconds", gt=0)
 
 
 def _check(cfg: SelectConfig) -> None:
@@ -98,6 +93,9 @@ def _check(cfg: SelectConfig) -> None:
 
 
 def _labels(cuts: Sequence[Cut], label: str) -> list[str]:
+    from speechssl.data.batching import LabelError, get_label
+    from speechssl.data.manifest import labels_of
+
     out = []
     for cut in cuts:
         try:
@@ -110,13 +108,41 @@ def _labels(cuts: Sequence[Cut], label: str) -> list[str]:
     return out
 
 
+def _check_class_sizes(labels: list[str], label: str) -> None:
+    """The test conditions on classes of at least MIN_CLASS_SIZE items: with none, every
+    candidate would rank as n/a, so say so instead."""
+    from speechssl.selection.hsic import MIN_CLASS_SIZE
+
+    sizes: dict[str, int] = {}
+    for y in labels:
+        sizes[y] = sizes.get(y, 0) + 1
+    if not sizes or max(sizes.values()) < MIN_CLASS_SIZE:
+        largest = max(sizes.values(), default=0)
+        raise UserError(
+            f"no {label!r} class has {MIN_CLASS_SIZE} or more cuts, the least the test needs "
+            f"({len(labels)} cuts in {len(sizes)} classes, the largest {largest})"
+        )
+
+
 def run_select(cfg: SelectConfig) -> dict:
     """Rank the candidates of ``cfg``; writes and returns what goes into ``selection.json``."""
+    from speechssl.data.manifest import load_cuts
+    from speechssl.report.selection import plot_selection, render_selection
+    from speechssl.selection.items import (
+        BASELINES,
+        extract_items,
+        pseudolabel_backend,
+        resolve_candidates,
+        subsample_per_class,
+    )
+    from speechssl.selection.ranking import rank_items
+
     _check(cfg)
     backend = pseudolabel_backend()
     candidates = resolve_candidates(cfg.candidates, backend.names)
     cuts = list(load_cuts(cfg.cuts))
     labels = _labels(cuts, cfg.label)
+    _check_class_sizes(labels, cfg.label)
     run_dir = start_run(cfg.out, "select", cfg, seed=cfg.seed)
     keep = subsample_per_class(labels, cfg.max_items_per_class, cfg.seed)
     t0 = time.perf_counter()

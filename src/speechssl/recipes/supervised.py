@@ -18,28 +18,24 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lhotse import CutSet
-
-from speechssl.audio.augment import AugmentConfig
+from speechssl.audio.augment_config import AugmentConfig
 from speechssl.config import opt
-from speechssl.data.batching import LabelEncoder, build_label_encoders
-from speechssl.data.multicrop import (
-    SHORT_POLICY_HELP,
-    MultiCropDataset,
-    ShortPolicy,
-    UtteranceDataSection,
-    babble_pool,
-    env_rank_world,
-    load_train_cuts,
-    utterance_sampler,
-)
+from speechssl.data.multicrop_config import SHORT_POLICY_HELP, ShortPolicy, UtteranceDataSection
 from speechssl.errors import UserError
-from speechssl.models.registry import model_spec
-from speechssl.models.utterance import EncoderSection, build_encoder
-from speechssl.objectives.aam import AamHead, AamObjective, SupervisedModel
+from speechssl.models.encoder_config import EncoderSection
 from speechssl.runs import start_run
-from speechssl.training import TrainConfig, Trainer, seed_everything
+from speechssl.training.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from lhotse import CutSet
+
+    from speechssl.data.batching import LabelEncoder
+    from speechssl.training import Trainer
+
+# The configs import nothing heavy (a command's --help reads them); the wiring below imports
+# torch, lhotse and the library where it runs.
 
 __all__ = [
     "LABELS_FILE",
@@ -56,15 +52,15 @@ LABELS_FILE = "labels.json"
 
 @dataclass
 class SegmentSection:
-    seconds: float = opt(3.0, "length of the training crop (s)")
+    seconds: float = opt(3.0, "length of the training crop (s)", gt=0)
     short_policy: ShortPolicy = opt("repeat", SHORT_POLICY_HELP)
 
 
 @dataclass
 class AamSection:
     label: str = opt("speaker", "label field to classify")
-    scale: float = opt(30.0, "AAM scale s")
-    margin: float = opt(0.2, "AAM margin m (radians)")
+    scale: float = opt(30.0, "AAM scale s", gt=0)
+    margin: float = opt(0.2, "AAM margin m (radians)", ge=0)
     easy_margin: bool = opt(False, "apply the margin only below 90 degrees")
 
 
@@ -92,6 +88,8 @@ class SupervisedConfig:
 
 
 def _label_encoder(cfg: SupervisedConfig, cuts: CutSet, run_dir: Path) -> LabelEncoder:
+    from speechssl.data.batching import build_label_encoders
+
     encoder = build_label_encoders(cuts, [cfg.aam.label])[cfg.aam.label]
     if len(encoder) < 2:
         raise UserError(f"label {cfg.aam.label!r} has a single value: nothing to classify")
@@ -106,6 +104,18 @@ def _label_encoder(cfg: SupervisedConfig, cuts: CutSet, run_dir: Path) -> LabelE
 
 def build_supervised_trainer(cfg: SupervisedConfig) -> Trainer:
     """Everything :func:`run_supervised` trains, ready to ``fit()``."""
+    from speechssl.data.multicrop import (
+        MultiCropDataset,
+        babble_pool,
+        env_rank_world,
+        load_train_cuts,
+        utterance_sampler,
+    )
+    from speechssl.models.registry import model_spec
+    from speechssl.models.utterance import build_encoder
+    from speechssl.objectives.aam import AamHead, AamObjective, SupervisedModel
+    from speechssl.training import Trainer, seed_everything
+
     if cfg.resume:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=True))
     t, a = cfg.train, cfg.aam

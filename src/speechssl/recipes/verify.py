@@ -13,16 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechssl.config import opt
-from speechssl.data.batching import get_label
-from speechssl.data.manifest import load_cuts
 from speechssl.errors import UserError
-from speechssl.evaluation.verification import (
-    cosine_scores,
-    load_embeddings,
-    make_trials,
-    read_trials,
-    verification_metrics,
-)
 
 __all__ = ["VerifyConfig", "run_verify"]
 
@@ -35,12 +26,22 @@ class VerifyConfig:
     cuts: Path | None = opt(None, "CutSet with the speaker label (to build balanced trials)")
     trials: Path | None = opt(None, "trial list: lines 'cut_id_a cut_id_b 0|1' (else built)")
     label: str = opt("speaker", "speaker label field (when building trials)")
-    seed: int = opt(0, "seed of the built trials")
+    seed: int = opt(0, "seed of the built trials", ge=0)
     out: Path | None = opt(None, "write the metrics as JSON here")
 
 
 def run_verify(cfg: VerifyConfig) -> dict:
     """EER and minDCF of the trials of ``cfg``; also written to ``cfg.out`` when given."""
+    from speechssl.data.batching import get_label
+    from speechssl.data.manifest import load_cuts
+    from speechssl.evaluation.verification import (
+        cosine_scores,
+        load_embeddings,
+        make_trials,
+        read_trials,
+        verification_metrics,
+    )
+
     emb, ids = load_embeddings(cfg.embeddings)
     if cfg.trials is not None:
         trials = read_trials(cfg.trials, {c: i for i, c in enumerate(ids)})

@@ -1,4 +1,7 @@
-"""Training-free pseudo-label selection by conditional independence (METHODS.md, method A).
+"""Training-free pseudo-label selection by conditional independence (method A).
+
+Zaiem et al., Interspeech 2021, arXiv:2104.07388; groups: IEEE JSTSP 2022, arXiv:2107.00594.
+See docs/methods.md.
 
 :mod:`~speechssl.selection.items` turns cuts into items (downsampled log-mel and
 pseudo-label means); :mod:`~speechssl.selection.hsic` scores single pseudo-labels (HSIC

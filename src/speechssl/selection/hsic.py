@@ -1,8 +1,8 @@
 """Conditional-independence utility of a pseudo-label: HSIC inside each downstream class.
 
-Method A of METHODS.md (Zaiem et al., Interspeech 2021): a pseudo-label Z is a good pretext
-target for labels Y when the speech X and Z are close to independent given Y. Per class c
-with n_c items::
+Method A (Zaiem et al., Interspeech 2021, arXiv:2104.07388; docs/methods.md): a pseudo-label Z is a
+good pretext target for labels Y when the speech X and Z are close to independent given Y. Per class
+c with n_c items::
 
     HSIC_c = tr(K H L H) / (n_c - 1)^2        K: speech kernel, L: pseudo-label kernel
 
@@ -17,7 +17,7 @@ averaged over the classes (plain mean, or weighted by n_c). Lower = better pseud
   rankings: raw item means (feature units matter), sigma2 = 0.05, and its centring defect
   H = I - 11^T / n_c^2 (almost no centring). ``standard`` is the sound version: each
   feature z-scored over all items, sigma by the median heuristic, H = I - 11^T / n_c.
-  Both divide by (n_c - 1)^2 as METHODS.md states (the released script divides by n_c^2,
+  Both divide by (n_c - 1)^2 as the paper states (the released script divides by n_c^2,
   which only changes the relative weight of classes of different sizes). Without centring
   the reference statistic is close to the mean of K * L inside a class, so it mostly rewards
   a large within-class spread in raw units (F0 in Hz gives L ~ identity, a ZCR in [0, 1]

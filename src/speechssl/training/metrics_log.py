@@ -1,4 +1,6 @@
-"""Where training metrics go: ``metrics.jsonl`` always, TensorBoard if installed, a tqdm bar.
+"""Where training metrics go: ``metrics.jsonl`` always, TensorBoard if installed, and a line
+a person reads: every logged step in ``log.txt``; a tqdm bar on a terminal, else the same line
+on stderr every :data:`speechssl.progress.EVERY_S` seconds (and at the last step).
 
 Only rank 0 makes a :class:`MetricsLog` that writes; the others get a silent one, so the
 loop does not branch on the rank at every call.
@@ -9,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from speechssl.progress import Progress, console
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -30,7 +31,8 @@ class MetricsLog:
             left by a run that was killed, are dropped from the JSONL so that every step is
             logged once.
         enabled: False on ranks other than 0.
-        progress: show the bar (it is also off when stderr is not a terminal).
+        progress: show progress on stderr (a bar on a terminal, a line every so often
+            elsewhere); ``log.txt`` gets every logged step either way.
     """
 
     def __init__(
@@ -45,7 +47,8 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
         self._file = None
         self._tb = None
-        self._bar = None
+        self._bar: Progress | None = None
+        self._reported = False
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,15 +64,13 @@ class MetricsLog:
             self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step)
         except ImportError:
             log.info("tensorboard is not installed; metrics go to metrics.jsonl only")
-        show = progress and sys.stderr.isatty()
-        self._bar = tqdm(
-            total=total_steps, initial=start_step, desc="train", unit="step", disable=not show
-        )
+        self._bar = Progress(total_steps, "train", "step", initial=start_step, enabled=progress)
 
     def step(self) -> None:
         """Advance the bar by one optimizer step."""
         if self._bar is not None:
-            self._bar.update(1)
+            last = self._bar.total is not None and self._bar.n + 1 >= self._bar.total
+            self._bar.update(1, emit=not last)  # the last step's line comes with its metrics
 
     def write(self, record: dict[str, Any]) -> None:
         """Log one step's metrics (``record["step"]`` required)."""
@@ -82,11 +83,20 @@ class MetricsLog:
             for k, v in clean.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, clean["step"])
-        if self._bar is not None and "lr" in clean:
-            post = {"loss": f"{clean.get('loss', float('nan')):.4g}", "lr": f"{clean['lr']:.2e}"}
-            if "audio_h_per_h" in clean:
-                post["audio h/h"] = f"{clean['audio_h_per_h']:.0f}"
-            self._bar.set_postfix(post, refresh=False)
+        if "lr" in clean:  # a training step (monitor records have no learning rate)
+            self._report(clean)
+
+    def _report(self, rec: dict[str, Any]) -> None:
+        """The step's line: always to log.txt; to stderr as the bar's status or, off a
+        terminal, every so often and at the last step."""
+        bar = self._bar
+        bar.set_status(_status(rec))
+        line = bar.line()
+        log.info("%s", line)
+        first, last = not self._reported, bar.total is not None and rec["step"] >= bar.total
+        self._reported = True
+        if bar.plain and bar.due(force=first or last):
+            console(line)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -96,6 +106,16 @@ class MetricsLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _status(rec: dict[str, Any]) -> str:
+    """``loss 4.213, lr 1.00e-04, 312 audio h/h`` from a step's record."""
+    loss = float(rec.get("loss", "nan"))  # _plain wrote a non-finite loss as "nan" / "inf"
+    parts = [f"loss {loss:.4g}", f"lr {rec['lr']:.2e}"]
+    if "audio_h_per_h" in rec:
+        rate = rec["audio_h_per_h"]
+        parts.append(f"{rate:.0f} audio h/h" if rate >= 10 else f"{rate:.2g} audio h/h")
+    return ", ".join(parts)
 
 
 def _plain(v: Any) -> Any:

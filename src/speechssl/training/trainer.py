@@ -50,16 +50,14 @@ import random
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from speechssl.config import opt
 from speechssl.data.batching import SeededCuts, mix_seed
 from speechssl.errors import UserError
 from speechssl.objectives.base import Objective, Step
@@ -78,61 +76,12 @@ from speechssl.training.distributed import (
 )
 from speechssl.training.metrics_log import MetricsLog
 from speechssl.training.schedules import cosine_schedule, ema_schedule
+from speechssl.training.train_config import TrainConfig
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "Trainer", "seed_everything"]
+__all__ = ["NonFiniteLossError", "Trainer", "seed_everything"]
 
 log = logging.getLogger("speechssl")
 SAMPLE_RATE = 16000
-
-
-@dataclass
-class TrainConfig:
-    """How to train; the model, objective and data are the recipe's business.
-
-    The defaults are neutral (no weight decay, no clipping); each method's config sets its
-    own (DINO: AdamW, weight decay 0.04 -> 0.4, clip 3; UnFuSeD-style runs: SGD, momentum 0.9).
-    """
-
-    max_steps: int = opt(10000, "optimizer steps to train for (the loop counts steps, not epochs)")
-    max_minutes: float | None = opt(
-        None, "stop cleanly, with a checkpoint, after this many minutes of training"
-    )
-    lr: float = opt(5e-4, "peak learning rate, reached at the end of the warm-up")
-    min_lr: float = opt(1e-6, "learning rate at the last step (cosine decay)")
-    warmup_steps: int = opt(1000, "steps of linear learning-rate warm-up from 0")
-    optimizer: Literal["adamw", "sgd"] = opt("adamw", "adamw, or sgd with momentum")
-    momentum: float = opt(0.9, "SGD momentum (sgd only)")
-    weight_decay: float = opt(0.0, "weight decay at the first step (biases/norms get none)")
-    weight_decay_end: float | None = opt(
-        None, "weight decay at the last step, cosine from the first (none: constant)"
-    )
-    ema_start: float | None = opt(
-        None, "EMA teacher momentum at the first step, e.g. 0.996 (none: no EMA schedule)"
-    )
-    ema_end: float = opt(1.0, "EMA teacher momentum at the end of its ramp")
-    ema_steps: int = opt(0, "steps over which the EMA momentum ramps (0: the whole run)")
-    ema_shape: Literal["cosine", "linear"] = opt(
-        "cosine", "EMA ramp: cosine (DINO) or linear (data2vec)"
-    )
-    betas: list[float] = opt(factory=lambda: [0.9, 0.999], help="AdamW betas (adamw only)")
-    grad_clip: float | None = opt(
-        None, "clip the global gradient norm to this (none or 0: no clip)"
-    )
-    accum_steps: int = opt(1, "micro-batches per optimizer step (gradient accumulation)")
-    precision: Literal["fp32", "bf16"] = opt(
-        "fp32", "bf16 autocast on CUDA (ignored, with a note, on CPU)"
-    )
-    batch_duration: float = opt(
-        120.0, "seconds of audio per micro-batch on each rank, when the trainer builds the sampler"
-    )
-    log_every: int = opt(10, "write metrics every this many steps")
-    ckpt_every: int = opt(1000, "save a checkpoint every this many steps (and at the end)")
-    keep_last: int = opt(3, "keep this many newest checkpoints")
-    keep_every: int = opt(0, "also keep forever every checkpoint whose step is a multiple of this")
-    seed: int = opt(0, "seed of python/numpy/torch (plus the rank) and of the sampler")
-    num_workers: int = opt(2, "DataLoader worker processes per rank")
-    deterministic: bool = opt(False, "use deterministic kernels (slower on GPU; exact resume)")
-    resume: bool = opt(False, "continue from the run folder's latest checkpoint")
 
 
 class _Callable(Objective):
@@ -154,6 +103,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def too_little_data(sampler: Any) -> str:
+    """Why a sampler yields no batch, in terms of the data: what one batch needs (cuts, audio)
+    against what the training set has (incomplete batches are dropped)."""
+    constraint = getattr(sampler, "time_constraint", sampler)
+    max_cuts = getattr(sampler, "max_cuts", None) or getattr(constraint, "max_cuts", None)
+    max_s = getattr(sampler, "max_duration", None) or getattr(constraint, "max_duration", None)
+    world = getattr(sampler, "world_size", None) or 1
+    needs = [f"{max_cuts} cuts"] if max_cuts else []
+    needs += [f"{max_s:g} s of audio (--train.batch-duration)"] if max_s else []
+    need = " or ".join(needs) if needs else "more cuts than there are"
+    ranks = f" on each of {world} ranks" if world > 1 else ""
+    sources = getattr(sampler, "cuts", None) or [getattr(sampler, "data_source", None) or []]
+    try:
+        cuts = [c for source in sources for c in source]
+        have = f"{len(cuts)} cuts, {sum(c.duration for c in cuts):.1f} s of audio"
+    except TypeError:
+        have = "fewer"
+    return f"too little training data for one batch: a batch needs {need}{ranks}; there are {have}"
 
 
 class _SkipFirst:
@@ -347,10 +316,7 @@ class Trainer:
                 batch = next(self._iter)
             except StopIteration:
                 if self.batches_in_epoch == 0:
-                    raise UserError(
-                        f"rank {self.dist.rank}'s sampler yields no batches: too few cuts for one "
-                        "batch (drop_last), or every cut was filtered out"
-                    ) from None
+                    raise UserError(too_little_data(self.sampler)) from None
                 self.epoch += 1
                 self.batches_in_epoch = 0
                 self._iter = None

@@ -1,0 +1,79 @@
+"""The named probe tasks (``--task ravdess-emotion``): where their data is and how they split,
+apart from the task builder so that a command lists them without lhotse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["PRESETS", "Kind", "Preset", "SplitRule"]
+
+
+Kind = Literal["utterance", "verification", "frame"]
+
+
+SplitRule = Literal["speaker", "utterance", "split", "all"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    folder: str  # a folder of the data root, or "synth" for a corpus given with --cuts
+    label: str
+    kind: Kind
+    split: SplitRule
+    about: str
+
+
+PRESETS: dict[str, Preset] = {
+    "fsdd-digit": Preset(
+        "fsdd",
+        "digit",
+        "utterance",
+        "split",
+        "spoken digit; FSDD's official test split (index 0-4)",
+    ),
+    "fsdd-speaker": Preset(
+        "fsdd",
+        "speaker",
+        "utterance",
+        "utterance",
+        "speaker id among 6; utterances split within speakers",
+    ),
+    "ravdess-emotion": Preset(
+        "ravdess", "emotion", "utterance", "speaker", "8 acted emotions; unseen speakers"
+    ),
+    "ravdess-speaker": Preset(
+        "ravdess",
+        "speaker",
+        "utterance",
+        "utterance",
+        "speaker id among 20; utterances split within speakers",
+    ),
+    "ravdess-gender": Preset(
+        "ravdess", "gender", "utterance", "speaker", "gender; unseen speakers"
+    ),
+    "librispeech-sv": Preset(
+        "librispeech-10spk",
+        "speaker",
+        "verification",
+        "all",
+        "speaker verification, 10 held-out speakers",
+    ),
+    "synth-speaker": Preset(
+        "synth", "speaker", "utterance", "utterance", "speaker id on a synthetic corpus"
+    ),
+    "synth-language": Preset(
+        "synth",
+        "language",
+        "utterance",
+        "speaker",
+        "language on a synthetic corpus; unseen speakers",
+    ),
+    "synth-phoneme": Preset(
+        "synth",
+        "phonemes",
+        "frame",
+        "speaker",
+        "frame phoneme labels at the upstream's rate; unseen speakers",
+    ),
+}
