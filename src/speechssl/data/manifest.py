@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lhotse import CutSet, SupervisionSegment
-from tqdm import tqdm
 
 from speechssl.audio.io import (
     SAMPLE_RATE,
@@ -26,6 +25,7 @@ from speechssl.audio.io import (
     recording,
 )
 from speechssl.errors import UserError
+from speechssl.progress import Progress
 
 # Columns of a labels CSV that describe the file rather than label it.
 METADATA_COLUMNS = ("path", "duration", "duration_s", "sample_rate", "num_samples", "channels")
@@ -142,19 +142,14 @@ def build_cutset(
 
     infos = {}
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        bar = tqdm(
-            pool.map(check, todo),
-            total=len(todo),
-            desc="checking audio",
-            unit="file",
-            disable=not progress or None,
-            leave=False,
-        )
-        for i, info, error in bar:
+        bar = Progress(len(todo), "checking audio", "file", enabled=progress, leave=False)
+        for i, info, error in pool.map(check, todo):
             if error is not None:
                 problems[i] = Problem(rows[i].origin, str(rows[i].path), error)
             else:
                 infos[i] = info
+            bar.update()
+        bar.close()
 
     report.problems = [problems[i] for i in sorted(problems)]
     if report.problems and not skip_bad:

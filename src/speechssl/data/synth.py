@@ -40,12 +40,12 @@ import soundfile as sf
 from lhotse import CutSet, MonoCut, SupervisionSegment
 from lhotse.array import Array, TemporalArray
 from scipy.signal import firwin, resample_poly
-from tqdm.auto import tqdm
 
 from speechssl.audio.io import SAMPLE_RATE, recording
 from speechssl.data import espeak
 from speechssl.data.synth_config import LANGUAGES, VOICE_VARIANTS, SynthConfig
 from speechssl.errors import UserError
+from speechssl.progress import Progress
 
 FRAME_SHIFT = 0.01  # seconds; alignments are at 100 frames/s
 _FRAME = int(SAMPLE_RATE * FRAME_SHIFT)  # 160 samples
@@ -162,7 +162,7 @@ def synthesize_corpus(
         seed: the corpus is a deterministic function of it.
         languages: subset of :data:`LANGUAGES`.
         workers: synthesis processes (1 is usually fast enough).
-        progress: tqdm bar on an interactive terminal.
+        progress: a bar on a terminal, a line every 30 s elsewhere (speechssl.progress).
         noise_floor_db: see :class:`SynthConfig`.
 
     Returns:
@@ -211,16 +211,10 @@ def _synthesize(
     target = float(config.minutes) * 60.0
     total = 0.0
     rendered: list[_Rendered] = []
-    bar = tqdm(
-        total=round(target),
-        unit="s",
-        desc="synthesising",
-        disable=None if config.progress else True,  # None: only on a terminal
-        leave=False,
-    )
+    bar = Progress(round(target), "synthesising", "s", enabled=config.progress, leave=False)
     plan = _plan(config, voices, words)
     with (
-        bar,
+        contextlib.closing(bar),
         contextlib.closing(plan),
         contextlib.closing(_render_in_order(plan, out / "audio", config.workers)) as stream,
     ):

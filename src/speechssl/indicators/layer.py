@@ -17,10 +17,8 @@ the k-means and silhouette samples and a 2-byte label per frame, whatever the po
 from __future__ import annotations
 
 import logging
-import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from speechssl.errors import UserError
 from speechssl.indicators import clusters, rank
@@ -31,6 +29,7 @@ from speechssl.indicators.indicator_config import (
     RENAMED,
     IndicatorConfig,
 )
+from speechssl.progress import Progress
 
 __all__ = ["layer_indicators"]
 
@@ -131,13 +130,15 @@ def layer_indicators(
 
 def _chunks(frames: np.ndarray, chunk: int, what: str, check: bool = True):
     starts = range(0, len(frames), chunk)
-    bar = tqdm(starts, desc=what, unit="chunk", disable=not sys.stderr.isatty(), leave=False)
-    for start in bar:
+    bar = Progress(len(starts), what, "chunk", leave=False)
+    for start in starts:
         stop = min(start + chunk, len(frames))
         if check:
             yield start, clusters.read_rows(frames, slice(start, stop), first_row=start)
         else:
             yield start, np.asarray(frames[start:stop], dtype=np.float32)
+        bar.update()
+    bar.close()
 
 
 def _rank_results(rpass: rank.RankPass, names: list[str], n: int, dim: int) -> dict[str, float]:

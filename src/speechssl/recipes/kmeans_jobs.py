@@ -14,7 +14,6 @@ allowed (fit on train, label train and dev) and recorded in the label set's info
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from speechssl.config import opt
 from speechssl.errors import UserError
+from speechssl.progress import Progress
 from speechssl.runs import start_run
 
 if TYPE_CHECKING:
@@ -94,7 +94,6 @@ def _check_unique(cuts: Sequence[Cut], path: Path) -> None:
 def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
     """Fit centroids; writes ``<out>/centroids.npy`` and ``<out>/kmeans.json`` (returned)."""
     import numpy as np
-    from tqdm import tqdm
 
     from speechssl.data.manifest import load_cuts
     from speechssl.evaluation.features import layer_frames
@@ -120,7 +119,7 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
     keep_p = min(1.0, 1.2 * cfg.max_frames / max(expected, 1.0))
     kept: list[np.ndarray] = []
     total = 0
-    bar = tqdm(total=len(cuts), desc="k-means frames", unit="cut", disable=not sys.stderr.isatty())
+    bar = Progress(len(cuts), "k-means frames", "cut")
     stream = layer_frames(
         model, uid, cuts, layer, cfg.batch_size, cfg.max_batch_seconds, cfg.device, cfg.cache_dir
     )
@@ -164,7 +163,6 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
 def label(cfg: KmeansLabelConfig) -> KmeansLabels:
     """Label every frame of ``cfg.cuts``; resumes an unfinished ``cfg.out``; returns the set."""
     import numpy as np
-    from tqdm import tqdm
 
     from speechssl.data.manifest import load_cuts
     from speechssl.evaluation.features import layer_frames
@@ -209,8 +207,7 @@ def label(cfg: KmeansLabelConfig) -> KmeansLabels:
                 f"{spec} now makes {model.frame_rate:g} frames/s but the k-means was fitted at "
                 f"{info.label_rate:g}"
             )
-        bar = tqdm(total=len(cuts), initial=len(cuts) - len(todo), desc="k-means labels",
-                   unit="cut", disable=not sys.stderr.isatty())  # fmt: skip
+        bar = Progress(len(cuts), "k-means labels", "cut", initial=len(cuts) - len(todo))
         stream = layer_frames(model, uid, todo, int(feature["layer"]), cfg.batch_size,
                               cfg.max_batch_seconds, cfg.device, cfg.cache_dir)  # fmt: skip
         try:

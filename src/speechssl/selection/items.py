@@ -9,7 +9,6 @@ through a :class:`PseudoLabelBackend`, so tests can pass a small stand-in.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +16,11 @@ from typing import Any
 
 import torch
 from lhotse.cut import Cut
-from tqdm import tqdm
 
 from speechssl.audio.features import LogMel
 from speechssl.data.sorted_batches import run_sorted_batches
 from speechssl.errors import UserError
+from speechssl.progress import Progress
 from speechssl.selection.hsic import gaussian_downsample, item_means
 
 __all__ = [
@@ -150,12 +149,7 @@ def extract_items(
     ids, ys, speech = [], [], []
     values: dict[str, list[torch.Tensor]] = {n: [] for n in candidates}
     too_short = 0
-    bar = tqdm(
-        total=len(cuts),
-        desc="select features",
-        unit="cut",
-        disable=not (progress and sys.stderr.isatty()),
-    )
+    bar = Progress(len(cuts), "select features", "cut", enabled=progress)
     batches = run_sorted_batches(
         item_rows, cuts, MAX_ITEMS_PER_BATCH, batch_seconds, longest_first=False
     )
