@@ -306,6 +306,34 @@ def test_assess_resumes_and_only_does_new_checkpoints(manifest, tmp_path, monkey
     assert calls == ["fbank", "mfcc", "fbank"]
 
 
+def test_assess_resume_knows_a_checkpoint_however_it_is_spelt(manifest, tmp_path, monkeypatch):
+    """A rerun from another folder, or with ``./`` or a trailing slash, must not re-assess."""
+    import speechssl.indicators.assess as library
+    from speechssl.indicators.rows import checkpoint_key
+
+    (step,) = _fake_run(tmp_path / "runs", "r", [10], [1.0])
+    calls = []
+
+    def fake(ckpt, *args, **kwargs):
+        calls.append(ckpt.spec)
+        row = {"upstream": ckpt.spec, "checkpoint": checkpoint_key(ckpt.spec), "run": "r",
+               "step": 10, "layer": 0, "rankme": 1.0}  # fmt: skip
+        return [row], 0.1
+
+    monkeypatch.setattr(library, "assess_checkpoint", fake)
+    monkeypatch.setattr(library, "select_pool", lambda cuts, hours, seed: cuts)
+
+    def cfg(upstream):
+        c = AssessConfig(upstream=[upstream], cuts=[manifest], out=tmp_path / "a", hours=1.0)
+        c.indicators.indicators = ["rankme"]
+        return c
+
+    run_assess(cfg(str(step)))
+    monkeypatch.chdir(tmp_path / "runs")
+    run_assess(cfg("./r/checkpoints/step-000010/"))
+    assert len(calls) == 1, calls
+
+
 def test_correlate_matches_run_folders_and_spellings_by_resolved_path(tmp_path, monkeypatch):
     """Defect 1 of issue 15: `probe --upstream runs/x` did not join the assess rows of x's
     checkpoints, and a spelling like `./runs/x` only joined by luck of the working directory."""

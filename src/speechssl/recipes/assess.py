@@ -62,7 +62,7 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     """
     from speechssl.data.manifest import load_cut_sets
     from speechssl.indicators.assess import assess_checkpoint, expand_upstreams, select_pool
-    from speechssl.indicators.rows import read_indicator_rows
+    from speechssl.indicators.rows import checkpoint_key, read_indicator_rows, row_key
     from speechssl.report.indicators import write_indicator_report
 
     done: dict[str, list[dict]] = {}
@@ -71,7 +71,7 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     if old.is_file() and settings.is_file():
         if json.loads(settings.read_text()) == json.loads(json.dumps(_settings(cfg), default=str)):
             for r in read_indicator_rows(old):
-                done.setdefault(r["upstream"], []).append(r)
+                done.setdefault(row_key(r), []).append(r)  # however the path was spelt
     run_dir = start_run(cfg.out, "assess", cfg, seed=cfg.seed)
     (run_dir / "settings.json").write_text(json.dumps(_settings(cfg), default=str))
     checkpoints = expand_upstreams(cfg.upstream)
@@ -81,7 +81,7 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     bar = Progress(len(checkpoints), "assess", "checkpoint", enabled=len(checkpoints) > 1)
     with out.open("w") as f:
         for ckpt in checkpoints:
-            new = done.get(ckpt.spec)
+            new = done.get(checkpoint_key(ckpt.spec))
             if new is None:
                 new, seconds = assess_checkpoint(
                     ckpt, pool, cfg.indicators, cfg.layers, cfg.cache_dir / "features", cfg.device
