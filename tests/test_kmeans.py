@@ -25,6 +25,7 @@ from speechssl.kmeans import (
     check_centroids,
     fit_kmeans,
 )
+from speechssl.kmeans.fit import seeding_trials
 from speechssl.models.registry import load_upstream
 from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig, fit, label
 
@@ -341,3 +342,67 @@ def test_coarse_to_fine_fit_is_close_to_full_lloyd():
     # full Lloyd is within 1% of scikit-learn on this data (test above); coarse to fine costs
     # ~0.4x and ends within 1% of it on average over seeds
     assert mean_inertia(True) <= mean_inertia(False) * 1.01
+
+
+def planted_mixture(c=40, d=16, n=4000, seed=0):
+    """``c`` separated Gaussians: plain k-means++ often puts two centres in one of them, and
+    Lloyd cannot move a centre across the gap to the cluster it left empty."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 4, (c, d))
+    return (means[rng.integers(0, c, n)] + rng.normal(0, 1, (n, d))).astype(np.float32)
+
+
+def test_default_seeding_is_greedy_and_beats_plain_on_a_planted_mixture():
+    x, k = planted_mixture(), 40
+    greedy_trials = 2 + int(np.log(k))
+    for seed in range(2):
+        default, inertia = fit_kmeans(x, k, seed, n_iter=20)
+        greedy, _ = fit_kmeans(x, k, seed, n_iter=20, local_trials=greedy_trials)
+        _, plain = fit_kmeans(x, k, seed, n_iter=20, local_trials=1)
+        np.testing.assert_array_equal(default, greedy)
+        # noise variance 1 per dim: the planted optimum is ~16 per frame; plain ends >= 20
+        assert inertia < 0.9 * plain
+
+
+def fit_frames(cuts_path: Path) -> np.ndarray:
+    """The frames `kmeans fit` clusters when max_frames exceeds them: all, in stream order."""
+    from speechssl.evaluation.features import layer_frames
+
+    cuts = list(CutSet.from_file(cuts_path))
+    stream = layer_frames(load_upstream("mfcc"), "mfcc", cuts, 0)
+    return np.concatenate([f for _, f in stream]).astype(np.float32)
+
+
+def test_fit_job_seeds_greedily_by_default_and_plain_on_request(tmp_path):
+    from speechssl.cli import main
+    from speechssl.kmeans import fit_centroids
+    from speechssl.kmeans.folder import load_kmeans
+
+    train = tiny_corpus(tmp_path, 6)
+    x, k = fit_frames(train), 12
+    assert len(x) < 10_000  # all frames kept, no k-means++ subsample: the fit is reproducible
+    fit(KmeansFitConfig(cuts=train, out=tmp_path / "greedy", k=k, max_frames=10_000, n_iter=5))
+    argv = ["kmeans", "fit", "--cuts", str(train), "--out", str(tmp_path / "plain"),
+            "--k", str(k), "--max-frames", "10000", "--n-iter", "5", "--seeding", "plain"]  # fmt: skip
+    assert main(argv) == 0
+
+    for name, trials in (("greedy", 2 + int(np.log(k))), ("plain", 1)):
+        centroids, meta = load_kmeans(tmp_path / name)
+        assert (meta["seeding"], meta["seeding_trials"], meta["frames_used"]) == (
+            name, trials, len(x)
+        )  # fmt: skip
+        expected = fit_centroids(x, k, seed=0, n_iter=5, local_trials=trials)
+        np.testing.assert_array_equal(centroids, expected)
+
+
+def test_fit_job_refuses_an_unknown_seeding(tmp_path, capsys):
+    from speechssl.cli import main
+
+    train = tiny_corpus(tmp_path, 2)
+    argv = ["kmeans", "fit", "--cuts", str(train), "--out", str(tmp_path / "km"), "--k", "4",
+            "--seeding", "random"]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "random" in capsys.readouterr().err
+    with pytest.raises(UserError, match="seeding must be one of greedy, plain"):
+        seeding_trials("random", 4)

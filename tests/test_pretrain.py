@@ -97,8 +97,10 @@ def test_shipped_tiny_configs_train(name, corpus, tmp_path):
     assert set(got) == {k[len("encoder.") :] for k in saved if k.startswith("encoder.")}
     for k, v in got.items():
         assert torch.equal(v, saved["encoder." + k]), k
-    if cfg.targets.teacher_weight:  # the teacher moved away from the student it started as
-        assert any(not torch.equal(v, saved["teacher." + k]) for k, v in got.items())
+    if cfg.targets.teacher_weight:  # the teacher (the blocks' EMA) moved away from the student
+        teacher = {k for k in saved if k.startswith("teacher.")}
+        assert teacher == {"teacher." + k for k in got if k.startswith("blocks.")}
+        assert any(not torch.equal(got[k[len("teacher.") :]], saved[k]) for k in teacher)
 
 
 def test_teacher_is_not_in_the_optimizer(corpus, tmp_path):
@@ -381,3 +383,25 @@ def test_cli_combines_pretext_with_a_selection_and_turns_baselines_off(tmp_path,
     both, off = (pretext_weights(t.pretext, t.pretext_from, t.baselines) for t in seen)
     assert both == {"f0": 0.6, "rms": 0.4, "zcr": 0.5, "logmel": 1.0, "mfcc": 1.0}
     assert off == {"f0": 0.6, "rms": 0.4}
+
+
+def test_teacher_target_is_wired_and_part_of_the_spec(corpus, tmp_path):
+    """``targets.teacher-target`` reaches the teacher; a run resumed with another reading (or
+    one written before the choice existed, whose spec lacks it) is refused, not mixed."""
+    old = _config(
+        "data2vec-tiny", corpus, tmp_path / "run", **{"targets.teacher_target": "residual"}
+    )
+    first = build_trainer(old)
+    assert first.model.teacher.target == "residual"
+    assert first.model_spec["heads"]["teacher_target"] == "residual"
+    first.train_step()
+    first.save()
+    assert (
+        build_trainer(_config("data2vec-tiny", corpus, tmp_path / "x")).model.teacher.target
+        == "ffn"
+    )
+    resumed = build_trainer(_config("data2vec-tiny", corpus, tmp_path / "run", resume=True))
+    with pytest.raises(UserError, match=r'"teacher_target": "residual".*this run builds.*"ffn"'):
+        resumed.fit()
+    hubert = build_trainer(_config("hubert-tiny", corpus, tmp_path / "h"))
+    assert "teacher_target" not in hubert.model_spec["heads"]  # old hubert runs still resume

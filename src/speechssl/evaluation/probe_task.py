@@ -5,6 +5,8 @@
 
 * utterance tasks: mean+std pooled layers, one probe per seed (:func:`fit_and_score`);
 * frame tasks: every upstream frame with the alignment label at its centre, linear probes;
+* ctc tasks: a space-separated token label per cut (phones), CTC probes scored by PER
+  (:mod:`~speechssl.evaluation.ctc_probe`);
 * verification: no training; cosine trials of centred mean-pooled features of the test
   speakers, EER and minDCF for every layer.
 """
@@ -20,12 +22,27 @@ import torch
 
 from speechssl.data.batching import LabelEncoder, get_label
 from speechssl.errors import UserError
+from speechssl.evaluation.ctc_probe import (
+    CtcHead,
+    CtcProbe,
+    CtcTraining,
+    ctc_min_frames,
+    score,
+    train_ctc_probe,
+)
 from speechssl.evaluation.features import LayerFeatures
 from speechssl.evaluation.probes import ProbeTraining, fit_and_score, frame_labels, summarize
 from speechssl.evaluation.tasks import Task
 from speechssl.evaluation.verification import cosine_scores, make_trials, verification_metrics
 
-__all__ = ["frame_data", "run_probe_on", "utterance_data", "verification_by_layer"]
+__all__ = [
+    "ctc_data",
+    "frame_data",
+    "run_ctc_probe",
+    "run_probe_on",
+    "utterance_data",
+    "verification_by_layer",
+]
 
 
 def run_probe_on(
@@ -37,6 +54,9 @@ def run_probe_on(
     seeds: Sequence[int] = (0, 1, 2),
     training: ProbeTraining | None = None,
     split_seed: int = 0,
+    ctc: CtcTraining | None = None,
+    ctc_head: CtcHead = "linear",
+    skip_short: bool = False,
 ) -> dict:
     """The probe of ``task`` on ``feats`` (features of every cut of the task).
 
@@ -49,6 +69,9 @@ def run_probe_on(
         training: epochs, learning rate and batch size (utterances; frame tasks use 16 x
             this many frames per batch).
         split_seed: seed of the verification trials.
+        ctc, ctc_head: training and head of a ctc task's probe.
+        skip_short: leave training utterances shorter than their label (at the upstream's
+            frame rate) out of CTC training, counted in the results, instead of an error.
 
     Returns:
         What ``results.json`` of ``speechssl probe`` holds, less the upstream and config.
@@ -67,6 +90,10 @@ def run_probe_on(
     }
     if task.kind == "verification":
         return base | verification_by_layer(task, feats, index, layer, split_seed)
+    if task.kind == "ctc":
+        return base | run_ctc_probe(
+            task, feats, index, layer, seeds, ctc or CtcTraining(), ctc_head, skip_short
+        )
     if task.kind == "utterance":
         x, y, enc = utterance_data(task, feats, index)
         per_seed, weights = fit_and_score(x, y, len(enc), layer, classifier, training, seeds)
@@ -150,3 +177,103 @@ def verification_by_layer(
         "metrics": per_layer[chosen],
         "per_layer": per_layer,
     }
+
+
+def ctc_data(task: Task, feats: LayerFeatures, index: dict[str, int]) -> dict:
+    """Per non-empty split: frames ``[T, L, D]`` (float16) and the token strings of every cut;
+    the training vocabulary; per split, the reference tokens never seen in training and the
+    cuts with fewer frames than CTC needs for their label."""
+    data: dict = {"x": {}, "refs": {}, "short": {}, "unseen": {}}
+    for name, split in task.splits.items():
+        if len(split) == 0:
+            continue
+        xs, refs, short = [], [], []
+        for c in split:
+            i = index[c.id]
+            rows = slice(feats.offsets[i], feats.offsets[i + 1])
+            tokens = str(get_label(c, task.label)).split()
+            if not tokens:
+                raise UserError(f"ctc task: cut {c.id} has an empty '{task.label}' token sequence")
+            frames = np.stack([feats.layers[k][rows] for k in range(feats.num_layers)], 1)
+            if len(frames) < ctc_min_frames(tokens):
+                short.append(c.id)
+            xs.append(torch.from_numpy(np.ascontiguousarray(frames)))
+            refs.append(" ".join(tokens))
+        data["x"][name], data["refs"][name], data["short"][name] = xs, refs, short
+    data["vocab"] = sorted({t for r in data["refs"]["train"] for t in r.split()})
+    known = set(data["vocab"])
+    for name, refs in data["refs"].items():
+        data["unseen"][name] = sorted(t for r in refs for t in r.split() if t not in known)
+    return data
+
+
+def run_ctc_probe(
+    task: Task,
+    feats: LayerFeatures,
+    index: dict[str, int],
+    layer: int | None,
+    seeds: Sequence[int],
+    training: CtcTraining,
+    head: CtcHead,
+    skip_short: bool,
+) -> dict:
+    """CTC probes (one per seed) over the training vocabulary plus blank; test PER with
+    substitutions, deletions and insertions.
+
+    A test or dev token never seen in training stays in the reference: no output can match
+    it, so each one is an error (a substitution or deletion); their count is reported.
+    """
+    d = ctc_data(task, feats, index)
+    fps = f"{feats.frame_rate:g} Hz"
+    short_train = d["short"]["train"]
+    if short_train and not skip_short:
+        n = sum(len(v) for v in d["short"].values())
+        raise UserError(
+            f"{n} cuts ({len(short_train)} in train; first: {short_train[0]}) have fewer "
+            f"frames at the upstream's {fps} than CTC needs for their '{task.label}' label; "
+            "use --skip-short to train without them (counted in the results)"
+        )
+    if len(short_train) == len(d["x"]["train"]):
+        raise UserError(f"every training cut is shorter than its label at {fps}: nothing to learn")
+    keep = [i for i, c in enumerate(task.splits["train"]) if c.id not in set(short_train)]
+    vocab = d["vocab"]
+    ids = {t: k + 1 for k, t in enumerate(vocab)}
+    x = [d["x"]["train"][i] for i in keep]
+    y = [torch.tensor([ids[t] for t in d["refs"]["train"][i].split()]) for i in keep]
+    mean, std = _frame_stats(x)
+    x_dev, refs_dev = d["x"].get("dev", []), d["refs"].get("dev", [])
+    per_seed, weights, curves = [], [], []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = CtcProbe(mean, std, len(vocab) + 1, layer, head, training.hidden, training.context)
+        model, hist = train_ctc_probe(model, x, y, x_dev, refs_dev, vocab, training, seed)
+        m = score(model, d["x"]["test"], d["refs"]["test"], vocab)
+        curves.append(hist.pop("dev_curve"))
+        per_seed.append(m | hist)
+        weights.append(model.layers.weights().detach().tolist())
+    return {
+        "head": head,
+        "frame_rate": feats.frame_rate,
+        "vocab": vocab,
+        "tokens": {n: sum(len(r.split()) for r in refs) for n, refs in d["refs"].items()},
+        "unseen_tokens": {n: len(v) for n, v in d["unseen"].items()},
+        "unseen_types": sorted({t for v in d["unseen"].values() for t in v}),
+        "too_short": {n: len(v) for n, v in d["short"].items()},
+        "training": vars(training).copy(),
+        "seeds": list(seeds),
+        "per_seed": per_seed,
+        "summary": summarize(per_seed),
+        "dev_curves": curves,
+        "layer_weights": np.mean(weights, axis=0).tolist(),
+    }
+
+
+def _frame_stats(xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std ``[L, D]`` over all frames, one utterance at a time (no float32 copy of
+    every frame at once)."""
+    total = sum(len(x) for x in xs)
+    s1 = sum(x.double().sum(0) for x in xs)
+    s2 = sum((x.double() ** 2).sum(0) for x in xs)
+    mean = s1 / total
+    var = (s2 / total - mean**2).clamp(min=0) * total / max(total - 1, 1)
+    return mean.float(), var.sqrt().float()

@@ -9,7 +9,7 @@ from typing import Literal
 __all__ = ["PRESETS", "Kind", "Preset", "SplitRule"]
 
 
-Kind = Literal["utterance", "verification", "frame"]
+Kind = Literal["utterance", "verification", "frame", "ctc"]
 
 
 SplitRule = Literal["speaker", "utterance", "split", "all"]
@@ -75,5 +75,12 @@ PRESETS: dict[str, Preset] = {
         "frame",
         "speaker",
         "frame phoneme labels at the upstream's rate; unseen speakers",
+    ),
+    "so762-phones": Preset(
+        "speechocean762-train",
+        "phones",
+        "ctc",
+        "speaker",
+        "phone recognition (CTC, PER) on 67 non-native speakers; unseen speakers",
     ),
 }

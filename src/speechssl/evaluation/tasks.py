@@ -78,13 +78,15 @@ def _check_label(cuts: CutSet, label: str, kind: Kind) -> None:
         return
     for c in cuts:
         try:
-            get_label(c, label)
+            value = get_label(c, label)
         except LabelError:
             have = (
                 ", ".join(sorted((c.supervisions[0].custom or {}) if c.supervisions else {}))
                 or "none"
             )
             raise UserError(f"cut {c.id} has no label '{label}' (labels: {have})") from None
+        if kind == "ctc" and not str(value).split():
+            raise UserError(f"ctc task: cut {c.id} has an empty '{label}' token sequence")
 
 
 def _within_groups(cuts: list, group_of, ratios: dict[str, float], seed: int) -> dict[str, list]:

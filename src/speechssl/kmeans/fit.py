@@ -1,10 +1,10 @@
-"""k-means for frame targets: our k-means++ seeding, then faiss' Lloyd iterations.
+"""k-means for frame targets: our greedy k-means++ seeding, then faiss' Lloyd iterations.
 
 faiss is much faster than scikit-learn's MiniBatchKMeans (what fairseq's HuBERT recipe
 uses) on hundreds of thousands of frames (benchmarks/results/kmeans.md), but its default
-initialisation (k
-random points) converges to visibly worse optima; seeding it with k-means++ computed on a
-seeded subsample fixes that at a small cost. Everything is deterministic for a seed.
+initialisation (k random points) converges to visibly worse optima; seeding it with greedy
+k-means++ computed on a seeded subsample fixes that at a small cost. Plain k-means++ (one
+candidate per centre) stays available for comparison. Everything is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from speechssl.errors import UserError
 from speechssl.kmeans.labels import check_centroids
 
 __all__ = [
+    "SEEDINGS",
     "assign",
     "fit_centroids",
     "fit_kmeans",
     "kmeans_pp_init",
+    "seeding_trials",
     "subsample_frames",
     "thin_frames",
 ]
@@ -33,6 +35,7 @@ log = logging.getLogger("speechssl")
 ASSIGN_CHUNK = 1 << 16
 GRAM_MAX_ROWS = 12_288  # k-means++ on up to this many rows uses a Gram matrix (<= 600 MB)
 ROWS_CACHED_BYTES = 16 << 20  # seeding rows up to this size are read fast enough per centre
+SEEDINGS = ("greedy", "plain")
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:
@@ -67,7 +70,7 @@ def kmeans_pp_init(
     k: int,
     seed: int,
     init_sample: int | None = None,
-    local_trials: int | None = 1,
+    local_trials: int | None = None,
 ) -> np.ndarray:
     """k-means++ seeding (Arthur & Vassilvitskii 2007) on a seeded subsample.
 
@@ -77,11 +80,13 @@ def kmeans_pp_init(
 
     ``local_trials`` > 1 is greedy k-means++ (scikit-learn's default): that many candidates
     are drawn per centre and the one that lowers the total squared distance most is kept;
-    ``None`` means ``2 + ln k``. It costs ``local_trials`` times more and, with few Lloyd
-    iterations afterwards, ends in a visibly lower inertia (a few % at k = 1024 on 768-d
-    embeddings, where plain seeding leaves Lloyd stuck in a worse basin).
+    ``None`` (the default) means ``2 + ln k``; 1 is plain k-means++. Greedy costs
+    ``local_trials`` times more seeding and ends in a lower inertia after Lloyd, where plain
+    seeding leaves Lloyd stuck in a worse basin: a few % at k = 1024 on 768-d embeddings, 24 %
+    on a 200-component mixture with k = 200, 0.2-0.3 % on speech frames
+    (benchmarks/results/kmeans.md).
     """
-    trials = 2 + int(np.log(k)) if local_trials is None else max(1, int(local_trials))
+    trials = _trials(k, local_trials)
     x = _as_features(features)
     rng = np.random.default_rng(seed)
     n_sample = init_sample if init_sample is not None else max(10_000, 40 * k)
@@ -113,6 +118,17 @@ def kmeans_pp_init(
         centres[j] = x[picks[best]]
         np.minimum(closest, d[best], out=closest)
     return centres
+
+
+def _trials(k: int, local_trials: int | None) -> int:
+    return 2 + int(np.log(k)) if local_trials is None else max(1, int(local_trials))
+
+
+def seeding_trials(seeding: str, k: int) -> int:
+    """Candidates per centre of a named seeding: ``greedy`` ``2 + ln k``, ``plain`` 1."""
+    if seeding not in SEEDINGS:
+        raise UserError(f"seeding must be one of {', '.join(SEEDINGS)}, got {seeding!r}")
+    return _trials(k, None if seeding == "greedy" else 1)
 
 
 def _use_gram(n: int, dim: int, k: int, trials: int) -> bool:
@@ -155,7 +171,7 @@ def fit_centroids(
     n_iter: int = 50,
     init_sample: int | None = None,
     max_frames: int | None = None,
-    local_trials: int | None = 1,
+    local_trials: int | None = None,
     coarse_to_fine: bool = False,
 ) -> np.ndarray:
     """``k`` centroids (float32 ``[k, D]``) fitted to ``features [N, D]``.
@@ -167,7 +183,8 @@ def fit_centroids(
         n_iter: Lloyd iterations in faiss.
         init_sample: frames used for k-means++ (default ``max(10_000, 40 k)``).
         max_frames: fit on a seeded subsample of at most this many frames.
-        local_trials: candidates per centre in the seeding (see :func:`kmeans_pp_init`).
+        local_trials: candidates per centre in the seeding (see :func:`kmeans_pp_init`;
+            default greedy, ``2 + ln k``; 1 is plain k-means++).
         coarse_to_fine: run the first half of the iterations on a seeded quarter of the
             frames, all but the last on half, the last on all: about 0.4x the cost of
             ``n_iter`` full iterations. Early iterations move centroids far and need few

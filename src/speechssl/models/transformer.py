@@ -2,10 +2,14 @@
 
 Shape of the model (HuBERT / data2vec Base style, pre-LN):
 
-    wave [B, T] -> front-end -> LayerNorm -> Linear(conv_dim, dim)        ("features")
-                -> frame_mask -> + GELU(pos-conv)   = hidden_states[0]
-                -> block_1 ... block_L              = hidden_states[1..L]
+    wave [B, T] -> front-end -> LayerNorm -> Linear(conv_dim, dim)        (features)
+                -> dropout -> frame_mask -> + GELU(pos-conv)   = hidden_states[0]  (encode)
+                -> block_1 ... block_L                         = hidden_states[1..L]
                    (the last one after the final LayerNorm)
+
+``forward`` is ``encode(*features(wave, lengths))``: the split lets a data2vec teacher run its
+own blocks on the student's front-end output (:mod:`speechssl.models.pretrain`). A block
+hands out its feed-forward branch (before dropout and the residual add) when given a list.
 
 Two front-ends, both at 50 frames/s:
 
@@ -136,7 +140,14 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        ffn_out: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The block's output; ``ffn_out``, if given, receives the feed-forward branch
+        ``fc2(gelu(fc1(ln2(x))))`` before dropout and the residual add (data2vec's target)."""
         b, f, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, f, 3, self.heads, d // self.heads).unbind(2)
         y = F.scaled_dot_product_attention(
@@ -147,7 +158,10 @@ class Block(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0,
         )
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, f, d)))
-        return x + self.drop(self.fc2(F.gelu(self.fc1(self.ln2(x)))))
+        h = self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        if ffn_out is not None:
+            ffn_out.append(h)
+        return x + self.drop(h)
 
 
 class FrameTransformer(Upstream):
@@ -211,7 +225,8 @@ class FrameTransformer(Upstream):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Front-end frame features ``[B, F, dim]`` (0 on padding) and the mask ``[B, F]``.
 
-        These are what masked prediction replaces and what a teacher-free target could use.
+        Before dropout: what :meth:`encode` takes, and what a data2vec teacher shares with the
+        student (masked prediction replaces some of them inside :meth:`encode`).
         """
         if wave.dim() != 2:
             raise ValueError(f"expected waveforms [B, T], got shape {tuple(wave.shape)}")
@@ -226,7 +241,7 @@ class FrameTransformer(Upstream):
         # Trim batch padding beyond the longest utterance (it would only make padded frames).
         wave = wave[:, : int(lengths.max())]
         x = self.frontend(wave, lengths)[:, :frames]
-        x = self.frontend_drop(self.frontend_proj(self.frontend_norm(x)))
+        x = self.frontend_proj(self.frontend_norm(x))
         return x * mask[..., None], mask
 
     def forward(
@@ -240,13 +255,14 @@ class FrameTransformer(Upstream):
         ``frame_mask`` (``[B, F]`` bool, True = masked) replaces those frames' features by the
         learned mask embedding before the positional convolution (masked prediction).
         """
-        x, mask = self.features(wave, lengths)
-        if frame_mask is not None:
-            if frame_mask.shape != mask.shape:
-                raise ValueError(f"frame_mask {tuple(frame_mask.shape)} != {tuple(mask.shape)}")
-            x = torch.where((frame_mask & mask)[..., None], self.mask_embedding.to(x.dtype), x)
-        if x.shape[1] == 0:
-            return UpstreamOutput([x] * self.num_layers, mask)
+        return self.encode(*self.features(wave, lengths), frame_mask=frame_mask)
+
+    def positions(
+        self, x: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Features ``[B, F, dim]`` (F > 0) -> the first block's input (+ positional conv, 0 on
+        padding), the keep weights ``[B, F, 1]`` and the attention key mask (None: no padding).
+        No dropout and no parameter of the blocks: a teacher reads it as the student's."""
         keep = mask[..., None].to(x.dtype)
         pos = self.pos_conv((x * keep).transpose(1, 2))
         if self.config.conv_pos_kernel % 2 == 0:
@@ -256,6 +272,20 @@ class FrameTransformer(Upstream):
         attn_mask = None
         if not bool(mask.all()):
             attn_mask = (mask | ~mask.any(1, keepdim=True))[:, None, None, :]
+        return x, keep, attn_mask
+
+    def encode(
+        self, x: torch.Tensor, mask: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> UpstreamOutput:
+        """:meth:`forward` from :meth:`features`' output: dropout, masking, positions, blocks."""
+        x = self.frontend_drop(x)
+        if frame_mask is not None:
+            if frame_mask.shape != mask.shape:
+                raise ValueError(f"frame_mask {tuple(frame_mask.shape)} != {tuple(mask.shape)}")
+            x = torch.where((frame_mask & mask)[..., None], self.mask_embedding.to(x.dtype), x)
+        if x.shape[1] == 0:
+            return UpstreamOutput([x] * self.num_layers, mask)
+        x, keep, attn_mask = self.positions(x, mask)
         hidden = [x]
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask)

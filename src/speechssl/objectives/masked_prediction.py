@@ -116,7 +116,9 @@ def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class TeacherRegression(MaskedObjective):
-    """data2vec: regress the EMA teacher's targets on masked frames.
+    """data2vec: regress the EMA teacher's targets on masked frames (by default the mean of
+    the top-K blocks' instance-normalised FFN outputs, see
+    :class:`~speechssl.models.pretrain.EmaTeacher`).
 
     Loss per masked frame: squared error summed over the dimension, divided by sqrt(dim); the
     mean over masked frames. ``after_step`` moves the teacher with the trainer's momentum

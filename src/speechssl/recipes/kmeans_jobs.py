@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from speechssl.config import opt
 from speechssl.errors import UserError
@@ -50,6 +50,9 @@ class KmeansFitConfig:
     max_frames: int = opt(200_000, "fit on a seeded sample of at most this many frames", ge=1)
     seed: int = opt(0, "seed of the frame sample, k-means++ and faiss", ge=0)
     n_iter: int = opt(50, "Lloyd iterations after k-means++ seeding", ge=0)
+    seeding: Literal["greedy", "plain"] = opt(
+        "greedy", "k-means++ seeding: greedy (2 + ln k candidates per centre) or plain (1)"
+    )
     batch_size: int = opt(16, "cuts per upstream batch", ge=1)
     max_batch_seconds: float = opt(160.0, "padded audio seconds per upstream batch", gt=0)
     device: str = opt("cpu", "device the upstream runs on")
@@ -97,7 +100,7 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
 
     from speechssl.data.manifest import load_cuts
     from speechssl.evaluation.features import layer_frames
-    from speechssl.kmeans.fit import fit_kmeans, subsample_frames, thin_frames
+    from speechssl.kmeans.fit import fit_kmeans, seeding_trials, subsample_frames, thin_frames
     from speechssl.kmeans.folder import save_kmeans
     from speechssl.kmeans.labels import centroids_id, cuts_hash
     from speechssl.models.registry import load_upstream, upstream_id
@@ -135,7 +138,8 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
         raise UserError(
             f"{cfg.cuts} gives only {len(x)} frames of {cfg.upstream} for k={cfg.k} clusters"
         )
-    centroids, inertia = fit_kmeans(x, cfg.k, seed=cfg.seed, n_iter=cfg.n_iter)
+    trials = seeding_trials(cfg.seeding, cfg.k)
+    centroids, inertia = fit_kmeans(x, cfg.k, seed=cfg.seed, n_iter=cfg.n_iter, local_trials=trials)
     meta = {
         "k": cfg.k,
         "feature": {
@@ -150,6 +154,8 @@ def fit(cfg: KmeansFitConfig) -> dict[str, Any]:
         "inertia_per_frame": inertia / len(x),
         "seed": cfg.seed,
         "n_iter": cfg.n_iter,
+        "seeding": cfg.seeding,
+        "seeding_trials": trials,
         "fitted_on": {"cuts": str(cfg.cuts), "cuts_hash": cuts_hash(cuts), "num_cuts": len(cuts)},
         "frames_used": len(x),
         "frames_total": total,

@@ -79,7 +79,12 @@ class TargetsSection:
     kmeans_temperature: float = opt(0.1, "temperature of the head's cosine similarities", gt=0)
     unmasked_weight: float = opt(0.0, "weight of the k-means CE on unmasked frames", ge=0)
     teacher_weight: float = opt(0.0, "weight of the EMA-teacher regression (0: off)", ge=0)
-    top_k: int = opt(8, "teacher block outputs averaged into the target", ge=1)
+    top_k: int = opt(8, "top teacher blocks averaged into the target", ge=1)
+    teacher_target: Literal["ffn", "residual"] = opt(
+        "ffn",
+        "what each top teacher block gives: its feed-forward branch before the residual add "
+        "(data2vec), or its output (the residual stream: the reading of earlier runs)",
+    )
     pretext: list[str] = opt(
         help="pseudo-label regressions, name or name=weight (f0, loudness=0.5, logmel, mfcc; "
         "see speechssl.pseudolabels), comma- or space-separated; with pretext-from, they add "
@@ -167,6 +172,7 @@ def build_pretrain_model(
         kmeans_temperature=t.kmeans_temperature,
         teacher_top_k=t.top_k if t.teacher_weight else None,
         pretext_dims=pretext.dims() if pretext is not None else None,
+        teacher_target=t.teacher_target,
     )
 
 

@@ -6,6 +6,7 @@ Extract (or reuse) every layer's features once, then train a small probe per see
 ``results.md`` into the run folder.
 
     speechssl probe --upstream fbank --task fsdd-digit --out runs/probe-fbank-digit
+    speechssl probe --upstream tiny --task so762-phones --ctc-head context --out runs/pr-tiny
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class ProbeConfig:
     task: str | None = opt(None, f"preset task: {', '.join(PRESETS)}")
     cuts: Path | None = opt(None, "CutSet for a custom task (or the synthetic corpus of synth-*)")
     label: str | None = opt(None, "label field to predict (custom task)")
-    kind: Literal["utterance", "verification", "frame"] = opt(
-        "utterance", "probe kind (custom task)"
+    kind: Literal["utterance", "verification", "frame", "ctc"] = opt(
+        "utterance", "probe kind (custom task); ctc: a space-separated token label, PER"
     )
     split_by: Literal["speaker", "utterance", "split", "all"] | None = opt(
         None,
@@ -50,10 +51,21 @@ class ProbeConfig:
     seeds: list[int] = opt(
         factory=lambda: [0, 1, 2], help="probe training seeds (mean and std reported)", ge=0
     )
-    epochs: int = opt(30, "training epochs (early stopping on dev)", ge=1)
-    lr: float = opt(1e-3, "Adam learning rate", gt=0)
-    batch_size: int = opt(
-        64, "probe training batch size (utterances, or frames x 16 for frame tasks)", ge=1
+    ctc_head: Literal["linear", "context", "bilstm"] = opt(
+        "linear",
+        "ctc head: linear (SUPERB PR), context (+-4 frames, one hidden layer), bilstm (2 layers)",
+    )
+    skip_short: bool = opt(
+        False, "ctc: train without cuts shorter than their label (counted) instead of an error"
+    )
+    epochs: int | None = opt(
+        None, "training epochs, early stopping on dev (default 30; ctc 40)", ge=1
+    )
+    lr: float | None = opt(None, "Adam learning rate (default 1e-3; ctc 5e-3)", gt=0)
+    batch_size: int | None = opt(
+        None,
+        "batch size: utterances (default 64; ctc 16), or frames x 16 for frame tasks",
+        ge=1,
     )
     cache_dir: Path = opt(
         factory=lambda: probe_cache_dir(),
@@ -68,6 +80,7 @@ class ProbeConfig:
 def run_probe(cfg: ProbeConfig) -> dict:
     """Run the probe of ``cfg``; returns what it writes to ``results.json``."""
     from speechssl.data.batching import get_label
+    from speechssl.evaluation.ctc_probe import CtcTraining
     from speechssl.evaluation.features import extract_features
     from speechssl.evaluation.probe_task import run_probe_on
     from speechssl.evaluation.probes import ProbeTraining
@@ -97,10 +110,14 @@ def run_probe(cfg: ProbeConfig) -> dict:
         upstream_id(cfg.upstream),
         device=cfg.device,
     )
-    training = ProbeTraining(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)
+    given = {
+        k: v for k, v in (("epochs", cfg.epochs), ("lr", cfg.lr), ("batch_size", cfg.batch_size))
+        if v is not None
+    }  # fmt: skip
     results = run_probe_on(
         task, feats, layer=cfg.layer, classifier=cfg.classifier, seeds=cfg.seeds,
-        training=training, split_seed=cfg.split_seed,
+        training=ProbeTraining(**given), split_seed=cfg.split_seed,
+        ctc=CtcTraining(**given), ctc_head=cfg.ctc_head, skip_short=cfg.skip_short,
     )  # fmt: skip
     if task.kind == "verification":
         model = load_upstream(cfg.upstream, device=cfg.device)

@@ -28,6 +28,8 @@ def render_probe(r: dict) -> str:
                 f"minDCF(0.05) {m['min_dcf_0.05']:.3f}."
             )
         return "\n".join(lines)
+    if r["kind"] == "ctc":
+        return "\n".join(lines + _ctc_lines(r))
     s = r["summary"]
     lines += ["| metric | mean | std |", "|---|---|---|"]
     for k, v in s.items():
@@ -39,3 +41,35 @@ def render_probe(r: dict) -> str:
         f"\nSeeds {r['seeds']}; layer {'weighted sum' if r['layer'] is None else r['layer']}; mean layer weights [{w}]."
     )
     return "\n".join(lines)
+
+
+def _ctc_lines(r: dict) -> list[str]:
+    """PER and its edit operations (as % of reference tokens), then what was counted."""
+    s, n = r["summary"], r["tokens"]["test"]
+
+    def cell(k: str, scale: float) -> tuple[str, str]:
+        v = s[k]
+        std = "n/a (one seed)" if v["std"] is None else f"{scale * v['std']:.2f}"
+        return f"{scale * v['mean']:.2f}", std
+
+    lines = ["| metric (test, %) | mean | std |", "|---|---|---|"]
+    lines.append("| PER | {} | {} |".format(*cell("per", 1.0)))
+    for k in ("substitutions", "deletions", "insertions"):
+        lines.append(f"| {k} | " + " | ".join(cell(k, 100.0 / max(n, 1))) + " |")
+    lines.append("| dev PER (model selection) | {} | {} |".format(*cell("dev_per", 1.0)))
+    w = ", ".join(f"{x:.2f}" for x in r["layer_weights"])
+    unseen = r["unseen_tokens"]
+    lines += [
+        "",
+        f"Head {r['head']}; {len(r['vocab'])} tokens + blank at {r['frame_rate']:g} Hz; "
+        f"test {r['split_sizes']['test']} utterances, {n} tokens; predicting nothing scores 100 %.",
+        f"Seeds {r['seeds']}; layer {'weighted sum' if r['layer'] is None else r['layer']}; "
+        f"mean layer weights [{w}].",
+        "Tokens never seen in training (always errors): "
+        + ", ".join(f"{k} {v}" for k, v in unseen.items())
+        + (f" ({', '.join(r['unseen_types'][:10])})" if r["unseen_types"] else "")
+        + "; cuts shorter than their label (left out of training): "
+        + ", ".join(f"{k} {v}" for k, v in r["too_short"].items())
+        + ".",
+    ]
+    return lines
