@@ -22,27 +22,13 @@ import time
 from pathlib import Path
 
 import torch
+from bench_mt4ssl import pooled_cuts  # the same pretraining pool
 from common import DATA_ROOT, RESULTS, header, write_result
 
 from speechssl.config import build
-from speechssl.data.manifest import save_cuts
-from speechssl.evaluation.tasks import preset_cuts
 from speechssl.recipes.pretrain import PretrainConfig, run_pretrain
 from speechssl.recipes.probe import ProbeConfig, run_probe
 from speechssl.training import read_metrics
-
-CORPORA = ("fsdd", "ravdess", "librispeech-10spk")
-
-
-def pool_cuts(work: Path, data_root: Path, cache: Path) -> Path:
-    path = work / "pool.jsonl.gz"
-    if not path.is_file():
-        cuts = None
-        for name in CORPORA:
-            part = preset_cuts(name, data_root, cache)
-            cuts = part if cuts is None else cuts + part
-        save_cuts(cuts.to_eager(), path)
-    return path
 
 
 def probe(upstream: str, out: Path, cache: Path, data_root: Path, epochs: int) -> float:
@@ -118,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "cache"
-    pool = pool_cuts(args.work, args.data_root, cache)
+    pool = pooled_cuts(args.work, args.data_root, cache)
     if args.floor:
         acc = probe("tiny", args.work / "probe-tiny", cache, args.data_root, args.probe_epochs)
         row = dict(tag="random tiny", steps=0, acc=acc, loss=float("nan"))

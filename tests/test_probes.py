@@ -257,3 +257,17 @@ def test_summarize_reports_sample_std_and_no_spread_for_one_seed():
         statistics.stdev([0.5, 0.7, 0.9])
     )
     assert summarize(runs[:1])["accuracy"]["std"] is None
+
+
+def test_a_kind_a_preset_does_not_have_is_refused_not_ignored(tmp_path, capsys):
+    """`probe --task fsdd-digit --kind ctc` used to run the digit classifier silently."""
+    from speechssl.cli import main
+
+    with pytest.raises(UserError, match="synth-speaker is of kind utterance; --kind ctc"):
+        build_task("synth-speaker", kind="ctc")
+    argv = ["probe", "--upstream", "fbank", "--task", "fsdd-digit", "--kind", "ctc",
+            "--label", "digit", "--out", str(tmp_path / "p")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["speechssl: error: task fsdd-digit is of kind utterance; --kind ctc needs a "
+                   "custom task (--cuts with --label)"]  # fmt: skip

@@ -172,19 +172,25 @@ def build_task(
     *,
     cuts: str | Path | None = None,
     label: str | None = None,
-    kind: Kind = "utterance",
+    kind: Kind | None = None,
     split_by: SplitRule | None = None,
     data_root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     seed: int = 0,
 ) -> Task:
     """A preset by ``name`` (``cuts`` needed for ``synth-*``), or a custom task from ``cuts``,
-    ``label``, ``kind`` and ``split_by``; given fields override a preset's."""
+    ``label``, ``kind`` (default utterance) and ``split_by``; a given label or split rule
+    overrides a preset's, a kind other than the preset's is refused (a preset fixes its kind)."""
     if name is not None:
         if name not in PRESETS:
             listing = "\n".join(f"  {k:16s} {p.about}" for k, p in PRESETS.items())
             raise UserError(f"unknown task {name!r}; presets:\n{listing}")
         p = PRESETS[name]
+        if kind is not None and kind != p.kind:
+            raise UserError(
+                f"task {name} is of kind {p.kind}; --kind {kind} needs a custom task "
+                "(--cuts with --label)"
+            )
         if p.folder == "synth":
             if cuts is None:
                 raise UserError(
@@ -203,6 +209,7 @@ def build_task(
                 f"give --task (one of {', '.join(PRESETS)}) or --cuts and --label for a custom task"
             )
         cutset = load_cuts(cuts)
+        kind = kind or "utterance"
         split_by = split_by or ("all" if kind == "verification" else "speaker")
         name = f"{Path(cuts).name.split('.')[0]}-{label}"
     _check_label(cutset, label, kind)

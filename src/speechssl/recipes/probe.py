@@ -36,8 +36,10 @@ class ProbeConfig:
     task: str | None = opt(None, f"preset task: {', '.join(PRESETS)}")
     cuts: Path | None = opt(None, "CutSet for a custom task (or the synthetic corpus of synth-*)")
     label: str | None = opt(None, "label field to predict (custom task)")
-    kind: Literal["utterance", "verification", "frame", "ctc"] = opt(
-        "utterance", "probe kind (custom task); ctc: a space-separated token label, PER"
+    kind: Literal["utterance", "verification", "frame", "ctc"] | None = opt(
+        None,
+        "probe kind of a custom task (default utterance; a preset has its own); ctc: a "
+        "space-separated token label, PER",
     )
     split_by: Literal["speaker", "utterance", "split", "all"] | None = opt(
         None,
