@@ -320,3 +320,15 @@ def test_light_packages_still_export_everything(package):
         assert obj is getattr(home, name)
     with pytest.raises(AttributeError):
         module.no_such_name  # noqa: B018
+
+
+def test_a_parse_error_is_one_line_not_the_usage(capsys):
+    """argparse printed the whole usage first: 80 lines for `pretrain` before the error."""
+    try:
+        code = main(["pretrain", "--targets.teacher-target", "ffx"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'ffx' is not one of ffn, residual" in err[0]
+    assert err[0].endswith("(see speechssl pretrain --help)")

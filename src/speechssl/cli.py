@@ -187,12 +187,20 @@ def chosen_command(argv: list[str], paths: Collection[tuple[str, ...]]) -> tuple
     return None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (the usage of a command with 80 options is a
+    screenful) that points at --help; exit 2 as argparse does."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(
     argv: list[str] | None = None,
 ) -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Command]]:
     """The parser for ``argv``: every command is listed, but only the command ``argv`` names
     gets its options (and has its config imported); without ``argv``, none does."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="speechssl",
         description="Self-supervised speech representation learning: data, pretraining, "
         "label-free monitoring and transfer. Every job takes --config FILE.yaml; "
