@@ -36,7 +36,6 @@ def opt(
     default: Any = _MISSING,
     help: str = "",
     *,
-    positional: bool = False,
     factory=None,
     ge: float | None = None,
     gt: float | None = None,
@@ -48,12 +47,11 @@ def opt(
     Args:
         default: the default value (none: a required option).
         help: one line for ``--help``.
-        positional: a positional CLI argument instead of an option.
         factory: makes the default (for mutable defaults).
         ge, gt, le, lt: bounds (>=, >, <=, <) that :func:`from_dict` checks for every value
             set (each item of a list); ``None`` passes, it means "off" where a field allows it.
     """
-    meta: dict[str, Any] = {"help": help, "positional": positional}
+    meta: dict[str, Any] = {"help": help}
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     if bounds:
         meta["bounds"] = bounds
@@ -152,15 +150,8 @@ def add_arguments(
         dest = prefix + f.name
         help_text = help_line(f, default, optional=optional and "type" in kwargs)
         help_text = help_text.replace("%", "%%")  # argparse formats help with %
-        if f.metadata.get("positional") and not prefix:
-            kwargs.pop("default")
-            if default is not _MISSING:
-                kwargs["nargs"] = "?"
-                kwargs["default"] = argparse.SUPPRESS
-            parser.add_argument(dest, help=help_text, **kwargs)
-        else:
-            group = _required_group(parser) if default is _MISSING else parser
-            group.add_argument(option_name(dest), dest=dest, help=help_text, **kwargs)
+        group = _required_group(parser) if default is _MISSING else parser
+        group.add_argument(option_name(dest), dest=dest, help=help_text, **kwargs)
 
 
 def help_line(f: dataclasses.Field, default: Any, optional: bool = False) -> str:
