@@ -3,6 +3,7 @@ are the ones its stages wrote (probe results, metrics, selection)."""
 
 import json
 import re
+from collections import defaultdict
 
 from speechssl.cli import main
 from speechssl.data.manifest import load_cuts
@@ -42,10 +43,22 @@ def test_demo_reports_every_stage_with_the_numbers_its_stages_wrote(tmp_path, ca
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / rel).read_bytes()[:4] == b"\x89PNG"
 
-    # 1: the corpus table counts the cached corpus' utterances, voice by voice
-    cuts = load_cuts(cache / "synth-1min-seed0" / "cuts.jsonl.gz")
+    # 1: the corpus table counts the cached corpus' utterances, voice by voice, with the
+    # languages each voice speaks; minutes per language are summed over the cuts
+    cuts = load_cuts(cache / "synth-v2-1min-seed0" / "cuts.jsonl.gz")
     voices = re.findall(r"^\| (\S+) \| (\S+) \| (\S+) \| (\d+) \| [\d.]+ \|$", report, re.M)
     assert len(voices) == 20 and sum(int(v[3]) for v in voices) == len(cuts)
+    spoken = defaultdict(set)
+    seconds = defaultdict(float)
+    for c in cuts:
+        sup = c.supervisions[0]
+        spoken[sup.speaker].add(sup.language)
+        seconds[sup.language] += c.duration
+    assert {v[0]: v[1] for v in voices} == {k: ",".join(sorted(v)) for k, v in spoken.items()}
+    assert any("," in v[1] for v in voices)  # voices speak several languages, not one each
+    per_lang = dict(re.findall(r"^\| ([a-z]{2}) \| ([\d.]+) \|$", report, re.M))
+    assert per_lang == {k: f"{v / 60:.2f}" for k, v in seconds.items()}
+    assert sorted(per_lang) == ["de", "en", "es", "fr"]
     assert f"{len(cuts)} utterances" in report and "20 voices in 4 languages" in report
 
     # 1b: "best three" are the first scored names of each selection.json

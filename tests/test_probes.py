@@ -271,3 +271,21 @@ def test_a_kind_a_preset_does_not_have_is_refused_not_ignored(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["speechssl: error: task fsdd-digit is of kind utterance; --kind ctc needs a "
                    "custom task (--cuts with --label)"]  # fmt: skip
+
+
+def test_split_by_variant_is_a_choice_of_probe_and_finetune(capsys):
+    """The synthetic corpus' ``variant`` split rule reaches the command line of both."""
+    from speechssl.cli import main
+    from speechssl.config import build
+    from speechssl.recipes.finetune import FinetuneConfig
+
+    for command in ("probe", "finetune"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        assert "--split-by {speaker,variant,utterance,split,all}" in capsys.readouterr().out
+    values = {"upstream": "fbank", "out": "p", "cuts": "c.jsonl.gz", "label": "language"}
+    for cls in (ProbeConfig, FinetuneConfig):
+        assert build(cls, {**values, "split_by": "variant"}).split_by == "variant"
+        with pytest.raises(UserError, match="'voice' is not a valid"):
+            build(cls, {**values, "split_by": "voice"})

@@ -1,9 +1,11 @@
-"""The synthetic eSpeak corpus: labels, alignments, determinism, and the ctypes binding."""
+"""The synthetic eSpeak corpus: labels, alignments, determinism, every voice in every language,
+the synth-* task splits, and the ctypes binding."""
 
 from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,13 @@ from speechssl.data.synth import (
     make_voices,
     synthesize_corpus,
 )
-from speechssl.data.synth_config import LANGUAGES
+from speechssl.data.synth_config import LANGUAGES, VOICE_VARIANTS
 from speechssl.errors import UserError
+from speechssl.evaluation.tasks import build_task
 
-MINUTES = 1.5
+# Enough for four rounds of the 20 voices (80 utterances), after which every voice has spoken
+# every language.
+MINUTES = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +80,8 @@ def test_same_seed_gives_identical_files_whatever_the_workers(corpus, tmp_path):
     synthesize_corpus(out_b, minutes=MINUTES, seed=1, workers=2, progress=False)
     files_a, files_b = _files(out_a), _files(out_b)
     # Audio + alignment per utterance; more than one shard, the last one only partly used.
-    assert 2 * SHARD_SIZE < len(files_a) < 4 * SHARD_SIZE
+    assert len(files_a) % 2 == 0 and len(files_a) // 2 > SHARD_SIZE
+    assert (len(files_a) // 2) % SHARD_SIZE != 0
     assert files_a.keys() == files_b.keys()  # also: no extra utterances left behind
     assert all(files_a[k] == files_b[k] for k in files_a)
     assert (out_a / "phonemes.txt").read_bytes() == (out_b / "phonemes.txt").read_bytes()
@@ -93,14 +99,80 @@ def test_different_seed_gives_a_different_corpus(corpus, tmp_path):
     assert first_a != first_c
 
 
-def test_many_voices_and_languages(corpus):
-    _, cuts = corpus
-    speakers = {c.supervisions[0].speaker for c in cuts}
-    assert len(speakers) >= 16
-    assert len({c.supervisions[0].language for c in cuts}) >= 3
-    assert {c.supervisions[0].custom["gender"] for c in cuts} == {"male", "female"}
-    assert len(make_voices()) >= 16
+def test_every_voice_variant_speaks_every_language(corpus):
+    out, cuts = corpus
+    # read back from the manifest file itself, not through lhotse
+    labels = [line["supervisions"][0]["custom"] for line in _manifest(out)]
+    assert len(labels) == len(cuts) >= 4 * 20
+    spoken = defaultdict(Counter)
+    for lab in labels:
+        spoken[lab["variant"]][lab["language"]] += 1
+    assert set(spoken) == set(VOICE_VARIANTS) and len(spoken) == 20
+    for variant, langs in spoken.items():
+        assert set(langs) == set(LANGUAGES), variant
+        # each voice moves on to the next language every round: its counts differ by one at most
+        assert max(langs.values()) - min(langs.values()) <= 1, (variant, langs)
+    per_lang = Counter(lab["language"] for lab in labels)
+    assert max(per_lang.values()) - min(per_lang.values()) <= 1
+    # one speaker per variant, a voice for both genders
+    assert len({(lab["speaker"], lab["variant"]) for lab in labels}) == 20
+    assert Counter(VOICE_VARIANTS.values()) == {"male": 10, "female": 10}
+    assert [v.variant for v in make_voices()] == list(VOICE_VARIANTS)
     assert abs(sum(c.duration for c in cuts) - MINUTES * 60) < 15
+
+
+def test_a_language_subset_is_spoken_by_every_voice(tmp_path):
+    cuts = synthesize_corpus(tmp_path / "de", 1.0, seed=0, languages=("de",), progress=False)
+    assert {c.supervisions[0].language for c in cuts} == {"de"}
+    assert len({c.supervisions[0].custom["variant"] for c in cuts}) == 20  # one round at least
+    with pytest.raises(UserError, match="no synthetic voices for language 'xx'"):
+        synthesize_corpus(tmp_path / "xx", 0.1, seed=0, languages=("en", "xx"), progress=False)
+
+
+def _variants(cuts) -> set[str]:
+    return {c.supervisions[0].custom["variant"] for c in cuts}
+
+
+@pytest.mark.parametrize("name", ["synth-language", "synth-phoneme"])
+def test_synth_tasks_never_put_a_variant_in_two_splits(corpus, name):
+    out, cuts = corpus
+    task = build_task(name, cuts=out / "cuts.jsonl.gz")
+    parts = [task.splits[k] for k in ("train", "dev", "test")]
+    variants = [_variants(p) for p in parts]
+    assert all(variants)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not variants[i] & variants[j], (name, variants[i] & variants[j])
+    assert set().union(*variants) == set(VOICE_VARIANTS)
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in cuts)
+    # unseen voices, but every language in training and in test
+    for p in (parts[0], parts[2]):
+        assert {c.supervisions[0].language for c in p} == set(LANGUAGES)
+
+
+def test_synth_speaker_splits_utterances_within_speakers(corpus):
+    out, cuts = corpus
+    task = build_task("synth-speaker", cuts=out / "cuts.jsonl.gz")
+    ids = [{c.id for c in task.splits[k]} for k in ("train", "dev", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert sum(map(len, ids)) == len(cuts)
+    speakers = {c.supervisions[0].speaker for c in cuts}
+    assert {c.supervisions[0].speaker for c in task.splits["train"]} == speakers
+    assert {c.supervisions[0].speaker for c in task.splits["test"]} == speakers
+
+
+def test_variant_split_of_a_corpus_without_variants_says_to_resynthesise(corpus, tmp_path):
+    out, _ = corpus
+    with gzip.open(out / "cuts.jsonl.gz", "rt", encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f]
+    for line in lines:  # what an older corpus looks like: no variant label
+        del line["supervisions"][0]["custom"]["variant"]
+    old = tmp_path / "old.jsonl.gz"
+    with gzip.open(old, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    with pytest.raises(UserError, match="'variant' label .* synthesise it again"):
+        build_task("synth-language", cuts=old)
+    assert len(build_task("synth-speaker", cuts=old).splits["test"]) > 0  # no variant needed
 
 
 def test_every_supervision_is_labelled(corpus):
@@ -109,14 +181,14 @@ def test_every_supervision_is_labelled(corpus):
         assert len(cut.supervisions) == 1
         sup = cut.supervisions[0]
         assert sup.start == 0 and sup.duration == pytest.approx(cut.duration)
-        assert set(sup.custom) >= {"speaker", "gender", "language", "text"}
+        assert set(sup.custom) >= {"speaker", "variant", "gender", "language", "text"}
         assert sup.speaker == sup.custom["speaker"]
         assert sup.language == sup.custom["language"] in LANGUAGES
         assert sup.text == sup.custom["text"]
         assert 3 <= len(sup.text.split()) <= 10
-        _, lang, variant = sup.speaker.split("_")
-        assert lang == sup.language
-        assert sup.custom["gender"] == {"m": "male", "f": "female"}[variant[0]]
+        variant = sup.custom["variant"]
+        assert sup.speaker == f"synth_{variant.lower()}"
+        assert sup.gender == sup.custom["gender"] == VOICE_VARIANTS[variant]
 
 
 def test_cut_durations_match_the_flac_files(corpus):

@@ -12,9 +12,13 @@ Layout written under ``out_dir``::
     phonemes.txt                         the inventory, one symbol a line, line 0 = "sil"
     cuts.jsonl.gz                        lhotse CutSet
 
-Every cut has one supervision spanning it, with ``speaker``/``language``/``text`` set and the
-labels (speaker, gender, language, text) also in ``supervision.custom``; the alignment is the
-cut's custom ``phonemes`` TemporalArray, so ``cut.load_phonemes()`` returns it.
+Twenty voices (an espeak-ng variant each, :data:`~speechssl.data.synth_config.VOICE_VARIANTS`,
+ten male and ten female) each speak every language: a speaker is a voice, not a language, so
+language cannot be read off the timbre. Every cut has one supervision spanning it, with
+``speaker``/``language``/``gender``/``text`` set and the labels (speaker, variant, gender,
+language, text) also in ``supervision.custom``; ``variant`` is the espeak variant, the unit
+that the ``synth-*`` probe tasks keep within one split. The alignment is the cut's custom
+``phonemes`` TemporalArray, so ``cut.load_phonemes()`` returns it.
 
 The corpus is a pure function of the seed: the same seed gives byte-identical files.
 """
@@ -57,51 +61,55 @@ SHARD_SIZE = 32
 
 @dataclass(frozen=True)
 class Voice:
-    """A synthetic speaker: an espeak voice plus its own pitch and speaking-rate habits.
+    """A synthetic speaker: an espeak variant plus its own pitch and speaking-rate habits,
+    the same in every language it speaks.
 
     ``pitch`` and ``pitch_range`` are espeak parameters (0-100, 50 = the variant's default),
     ``rate`` the centre of its speaking rate in words per minute.
     """
 
     speaker: str
-    language: str
     variant: str
     gender: str
     pitch: int
     pitch_range: int
     rate: int
 
-    @property
-    def espeak_name(self) -> str:
-        return f"{self.language}+{self.variant}"
+    def espeak_name(self, language: str) -> str:
+        return f"{language}+{self.variant}"
 
 
-def make_voices(languages: tuple[str, ...] = LANGUAGES) -> list[Voice]:
-    """The speakers of the corpus for ``languages``.
+def make_voices() -> list[Voice]:
+    """The speakers of the corpus, one per voice variant; each speaks every language.
 
     A speaker's habits are drawn from a hash of its id, not from the corpus seed, so that
-    ``synth_en_m3`` sounds the same in every corpus.
+    ``synth_m3`` sounds the same in every corpus.
     """
     voices = []
+    for variant, gender in VOICE_VARIANTS.items():
+        speaker = f"synth_{variant.lower()}"
+        rng = np.random.default_rng(zlib.crc32(speaker.encode()))
+        voices.append(
+            Voice(
+                speaker=speaker,
+                variant=variant,
+                gender=gender,
+                pitch=int(rng.integers(30, 71)),
+                pitch_range=int(rng.integers(30, 81)),
+                rate=int(rng.integers(140, 191)),
+            )
+        )
+    return voices
+
+
+def _check_languages(languages: tuple[str, ...]) -> tuple[str, ...]:
+    if not languages:
+        raise UserError(f"give at least one language (known: {', '.join(LANGUAGES)})")
     for lang in languages:
-        if lang not in VOICE_VARIANTS:
+        if lang not in LANGUAGES:
             known = ", ".join(LANGUAGES)
             raise UserError(f"no synthetic voices for language {lang!r} (known: {known})")
-        for variant in VOICE_VARIANTS[lang]:
-            speaker = f"synth_{lang}_{variant}"
-            rng = np.random.default_rng(zlib.crc32(speaker.encode()))
-            voices.append(
-                Voice(
-                    speaker=speaker,
-                    language=lang,
-                    variant=variant,
-                    gender="male" if variant.startswith("m") else "female",
-                    pitch=int(rng.integers(30, 71)),
-                    pitch_range=int(rng.integers(30, 81)),
-                    rate=int(rng.integers(140, 191)),
-                )
-            )
-    return voices
+    return tuple(dict.fromkeys(languages))  # each once, in the order given
 
 
 def load_wordlist(language: str) -> list[str]:
@@ -122,6 +130,7 @@ class _Utterance:
     index: int
     utt_id: str
     voice: Voice
+    language: str
     text: str
     rate: int
     pitch: int
@@ -191,8 +200,9 @@ def synthesize_from_config(config: SynthConfig) -> CutSet:
         raise UserError(
             f"need 1 <= min_words <= max_words, got {config.min_words} and {config.max_words}"
         )
-    voices = make_voices(tuple(config.languages))
-    words = {lang: load_wordlist(lang) for lang in config.languages}
+    languages = _check_languages(tuple(config.languages))
+    voices = make_voices()
+    words = {lang: load_wordlist(lang) for lang in languages}
     out = _prepare_out_dir(Path(config.out))
     try:
         espeak.get_engine()  # fail early, in this process, if the library is unusable
@@ -200,19 +210,23 @@ def synthesize_from_config(config: SynthConfig) -> CutSet:
         raise UserError(f"cannot use eSpeak NG: {exc}") from None
 
     try:
-        return _synthesize(config, out, voices, words)
+        return _synthesize(config, languages, out, voices, words)
     except OSError as exc:
         raise UserError(f"cannot write the corpus to {out}: {exc.strerror or exc}") from None
 
 
 def _synthesize(
-    config: SynthConfig, out: Path, voices: list[Voice], words: dict[str, list[str]]
+    config: SynthConfig,
+    languages: tuple[str, ...],
+    out: Path,
+    voices: list[Voice],
+    words: dict[str, list[str]],
 ) -> CutSet:
     target = float(config.minutes) * 60.0
     total = 0.0
     rendered: list[_Rendered] = []
     bar = Progress(round(target), "synthesising", "s", enabled=config.progress, leave=False)
-    plan = _plan(config, voices, words)
+    plan = _plan(config, languages, voices, words)
     with (
         contextlib.closing(bar),
         contextlib.closing(plan),
@@ -258,23 +272,32 @@ def _prepare_out_dir(out: Path) -> Path:
 
 
 def _plan(
-    config: SynthConfig, voices: list[Voice], words: dict[str, list[str]]
+    config: SynthConfig,
+    languages: tuple[str, ...],
+    voices: list[Voice],
+    words: dict[str, list[str]],
 ) -> Iterator[_Utterance]:
     """An endless, seed-determined stream of utterance recipes.
 
     Voices are taken round-robin in a freshly shuffled order each round, so even a one-minute
-    corpus contains every voice.
+    corpus contains every voice. Each voice moves on to the next language every round, from a
+    seeded starting language dealt so that every round has each language equally often (up to
+    one): after ``len(languages)`` rounds (80 utterances, about 3.5 minutes, for the default
+    corpus) every voice has spoken every language, and the languages stay balanced per voice.
     """
     rng = np.random.default_rng(config.seed)
+    start = rng.permutation(len(voices)) % len(languages)
     index = 0
-    while True:
+    for round_ in itertools.count():
         for v in rng.permutation(len(voices)):
             voice = voices[int(v)]
+            language = languages[(int(start[v]) + round_) % len(languages)]
             yield _Utterance(
                 index=index,
                 utt_id=f"{voice.speaker}-{index:06d}",
                 voice=voice,
-                text=_sentence(rng, words[voice.language], config.min_words, config.max_words),
+                language=language,
+                text=_sentence(rng, words[language], config.min_words, config.max_words),
                 rate=int(round(voice.rate * rng.uniform(0.88, 1.12))),
                 pitch=int(np.clip(voice.pitch + rng.integers(-5, 6), 0, 100)),
                 pitch_range=int(np.clip(voice.pitch_range + rng.integers(-10, 11), 0, 100)),
@@ -346,7 +369,7 @@ def _render(utt: _Utterance, audio_dir: Path, reset: bool) -> _Rendered:
     engine = espeak.get_engine()
     if reset:
         engine.reset()
-    engine.set_voice(voice.espeak_name)
+    engine.set_voice(voice.espeak_name(utt.language))
     engine.set_parameters(rate=utt.rate, pitch=utt.pitch, pitch_range=utt.pitch_range)
     result = engine.synthesize(utt.text, seed=utt.espeak_seed, reset=False)
     speech = result.samples.astype(np.float64) / 32768.0
@@ -410,8 +433,9 @@ def _make_cut(item: _Rendered, align_root: Path, key: str, alignment: np.ndarray
     rec = recording(item.path, recording_id=utt.utt_id)
     labels = {
         "speaker": voice.speaker,
+        "variant": voice.variant,
         "gender": voice.gender,
-        "language": voice.language,
+        "language": utt.language,
         "text": utt.text,
     }
     sup = SupervisionSegment(
@@ -421,7 +445,7 @@ def _make_cut(item: _Rendered, align_root: Path, key: str, alignment: np.ndarray
         duration=rec.duration,
         channel=0,
         text=utt.text,
-        language=voice.language,
+        language=utt.language,
         speaker=voice.speaker,
         gender=voice.gender,
         custom=labels,

@@ -12,7 +12,9 @@ __all__ = ["PRESETS", "Kind", "Preset", "SplitRule"]
 Kind = Literal["utterance", "verification", "frame", "ctc"]
 
 
-SplitRule = Literal["speaker", "utterance", "split", "all"]
+# "variant": whole values of the ``variant`` label (the espeak voice variant of the synthetic
+# corpus), so that no voice variant is in two splits.
+SplitRule = Literal["speaker", "utterance", "split", "all", "variant"]
 
 
 @dataclass(frozen=True)
@@ -60,21 +62,26 @@ PRESETS: dict[str, Preset] = {
         "speaker verification, 10 held-out speakers",
     ),
     "synth-speaker": Preset(
-        "synth", "speaker", "utterance", "utterance", "speaker id on a synthetic corpus"
+        "synth",
+        "speaker",
+        "utterance",
+        "utterance",
+        "speaker id among 20 synthetic voices, each in every language; utterances split "
+        "within speakers",
     ),
     "synth-language": Preset(
         "synth",
         "language",
         "utterance",
-        "speaker",
-        "language on a synthetic corpus; unseen speakers",
+        "variant",
+        "language (4) on a synthetic corpus; unseen voice variants",
     ),
     "synth-phoneme": Preset(
         "synth",
         "phonemes",
         "frame",
-        "speaker",
-        "frame phoneme labels at the upstream's rate; unseen speakers",
+        "variant",
+        "frame phoneme labels at the upstream's rate; unseen voice variants",
     ),
     "so762-phones": Preset(
         "speechocean762-train",

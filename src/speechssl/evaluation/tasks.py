@@ -123,18 +123,24 @@ def _within_groups(cuts: list, group_of, ratios: dict[str, float], seed: int) ->
 
 
 def split_cuts(cuts: CutSet, label: str, rule: SplitRule, seed: int = 0) -> dict[str, CutSet]:
-    """Train/dev/test by ``rule``: whole speakers, utterances within speakers, an existing
-    ``split`` label (dev carved from train within each class), or everything as test."""
+    """Train/dev/test by ``rule``: whole speakers, whole voice variants (the synthetic
+    corpus' ``variant`` label), utterances within speakers, an existing ``split`` label (dev
+    carved from train within each class), or everything as test."""
     cl = list(cuts)
     if rule == "all":
         return {"test": CutSet.from_cuts(cl)}
-    if rule == "speaker":
-        spk = {get_label(c, "speaker") for c in cl if _has(c, "speaker")}
+    if rule == "variant" and not all(_has(c, "variant") for c in cl):
+        raise UserError(
+            "splitting by variant needs a 'variant' label on every cut; a corpus made by an "
+            "older 'speechssl data synth' has none: synthesise it again"
+        )
+    if rule in ("speaker", "variant"):
+        spk = {get_label(c, rule) for c in cl if _has(c, rule)}
         if len(spk) < 3:
             raise UserError(
-                f"splitting by speaker needs at least 3 speakers (train, dev, test); found {len(spk)}"
+                f"splitting by {rule} needs at least 3 {rule}s (train, dev, test); found {len(spk)}"
             )
-        return split_by_speaker(cuts, RATIOS, seed=seed, field="speaker")
+        return split_by_speaker(cuts, RATIOS, seed=seed, field=rule)
     if rule == "utterance":
         key = "speaker" if all(_has(c, "speaker") for c in cl) else label
         parts = _within_groups(cl, lambda c: str(get_label(c, key)), RATIOS, seed)
@@ -155,7 +161,9 @@ def split_cuts(cuts: CutSet, label: str, rule: SplitRule, seed: int = 0) -> dict
             )
             parts["train"], parts["dev"] = carved["train"], carved["dev"]
     else:
-        raise UserError(f"unknown split rule {rule!r}; use speaker, utterance, split or all")
+        raise UserError(
+            f"unknown split rule {rule!r}; use speaker, variant, utterance, split or all"
+        )
     return {n: CutSet.from_cuts(v) for n, v in parts.items()}
 
 

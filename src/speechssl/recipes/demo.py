@@ -1,7 +1,7 @@
 """`speechssl demo`: the whole pipeline, as it exists, on the embedded synthetic corpus.
 
 The corpus is synthesised on first use and cached (``--cache-dir``, default ``$SPEECHSSL_CACHE`` or
-``~/.cache/speechssl``), keyed by minutes and seed. Each method adds its stage here; today's stages:
+``~/.cache/speechssl``), keyed by its layout version, minutes and seed. Each method adds its stage here; today's stages:
 (1) corpus synthesis and a summary with one log-mel picture per language, then a training-free
 ranking of pseudo-labels for speaker and language, (2) MFCC k-means and a short MT4SSL pretraining
 of ``tiny`` with live label-free indicators, (3) probes of the baselines and of the pretrained model
@@ -50,6 +50,12 @@ class DemoConfig:
     select: bool = opt(True, "rank pseudo-labels for speaker and language (method A)")
 
 
+# The version of the corpus layout in the cache key: bump it when synthesize_corpus changes
+# what it writes, so that a corpus cached by an older version is not loaded (v2: every voice
+# speaks every language, and each cut has a ``variant`` label).
+CORPUS_LAYOUT = "v2"
+
+
 def corpus_cuts(minutes: float, seed: int, cache_dir: Path | None = None):
     """The cached synthetic corpus for (minutes, seed), synthesised if it is not there yet.
 
@@ -60,7 +66,7 @@ def corpus_cuts(minutes: float, seed: int, cache_dir: Path | None = None):
     from speechssl.data.synth import synthesize_corpus
 
     cache = Path(cache_dir) if cache_dir is not None else cache_root()
-    folder = cache / f"synth-{minutes:g}min-seed{seed}"
+    folder = cache / f"synth-{CORPUS_LAYOUT}-{minutes:g}min-seed{seed}"
     marker = folder / ".complete"
     if marker.is_file():
         return load_cuts(folder / "cuts.jsonl.gz"), folder, False
@@ -221,9 +227,9 @@ def _probes(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig, upstrea
     report.table(["upstream", *(f"{t} (%)" for t in DEMO_TASKS)], rows)
     report.text(
         "Each probe's results, config and log: `probes/<upstream>-<task>/`. Reading the "
-        "language column: the espeak voice variants (m1, f2, ...) recur across languages, so "
-        "pooled spectral statistics of an unseen voice resemble the same variant in another "
-        "language; frozen features therefore transfer language poorly to unseen speakers."
+        "language column: every voice speaks every language, so the timbre says nothing "
+        "about the language, and `synth-language` splits by voice variant, so the test voices "
+        "are unseen in training; chance is 25 % (4 languages, dealt evenly)."
     )
 
 

@@ -53,8 +53,8 @@ class FinetuneConfig:
     task: str | None = opt(None, f"preset task: {', '.join(PRESETS)}")
     cuts: Path | None = opt(None, "CutSet of a custom task")
     label: str | None = opt(None, "label field (custom task)")
-    split_by: Literal["speaker", "utterance", "split", "all"] | None = opt(
-        None, "split rule of a custom task"
+    split_by: Literal["speaker", "variant", "utterance", "split", "all"] | None = opt(
+        None, "split rule of a custom task (variant: whole voice variants, synthetic corpus)"
     )
     eval: Literal["auto", "classify", "verify"] = opt(
         "auto", "test metric: accuracy, or EER on held-out speakers (auto: from the task)"

@@ -41,9 +41,10 @@ class ProbeConfig:
         "probe kind of a custom task (default utterance; a preset has its own); ctc: a "
         "space-separated token label, PER",
     )
-    split_by: Literal["speaker", "utterance", "split", "all"] | None = opt(
+    split_by: Literal["speaker", "variant", "utterance", "split", "all"] | None = opt(
         None,
-        "split rule (custom task): whole speakers, utterances within speakers, a 'split' label, all=test",
+        "split rule (custom task): whole speakers, whole voice variants (synthetic corpus), "
+        "utterances within speakers, a 'split' label, all=test",
     )
     split_seed: int = opt(0, "seed of the train/dev/test split and of verification trials", ge=0)
     layer: int | None = opt(

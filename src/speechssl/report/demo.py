@@ -17,23 +17,26 @@ __all__ = ["LogMelExample", "corpus_tables", "dino_figure", "logmel_figure", "pr
 
 
 def corpus_tables(report: Report, cuts) -> None:
-    """Utterances and minutes per voice (with its language and gender), then per language."""
+    """Utterances and minutes per voice (with the languages it speaks and its gender), then
+    minutes per language, summed over the cuts (a voice speaks several languages)."""
     seconds: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
-    meta = {}
+    languages: dict[str, set[str]] = defaultdict(set)
+    gender: dict[str, str] = {}
+    per_lang: dict[str, float] = defaultdict(float)
     for c in cuts:
         lab = labels_of(c)
-        seconds[lab["speaker"]] += c.duration
-        count[lab["speaker"]] += 1
-        meta[lab["speaker"]] = (lab["language"], lab["gender"])
+        spk = lab["speaker"]
+        seconds[spk] += c.duration
+        count[spk] += 1
+        languages[spk].add(lab["language"])
+        gender[spk] = lab["gender"]
+        per_lang[lab["language"]] += c.duration
     rows = [
-        [spk, meta[spk][0], meta[spk][1], count[spk], f"{seconds[spk] / 60:.2f}"]
+        [spk, ",".join(sorted(languages[spk])), gender[spk], count[spk], f"{seconds[spk] / 60:.2f}"]
         for spk in sorted(seconds)
     ]
-    report.table(["voice", "language", "gender", "utterances", "minutes"], rows)
-    per_lang: dict[str, float] = defaultdict(float)
-    for spk, (lang, _) in meta.items():
-        per_lang[lang] += seconds[spk]
+    report.table(["voice", "languages", "gender", "utterances", "minutes"], rows)
     report.table(
         ["language", "minutes"], [[k, f"{v / 60:.2f}"] for k, v in sorted(per_lang.items())]
     )
