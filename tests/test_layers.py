@@ -29,6 +29,9 @@ RANK = {
     "indicators": 7,
     "report": 8,
     "recipes": 9,
+    # s3prl-style entry point (speechssl.hub): wires models for other toolkits, as a recipe
+    # wires them for a job; nothing in the library may import it
+    "hub": 9,
     "cli": 10,
 }
 # what the base modules themselves may import (nothing above them)

@@ -62,6 +62,11 @@ class ModelSection:
     )
     dropout: float | None = opt(None, "dropout (default: the preset's)", ge=0, lt=1)
     attn_dropout: float | None = opt(None, "attention dropout (default: the preset's)", ge=0, lt=1)
+    init_from: Path | None = opt(
+        None,
+        "start from a local transformers HuBERT / wav2vec2 / data2vec-audio folder (waveform "
+        "front-end, the preset's sizes); key-by-key report in the run folder's init_from.json",
+    )
 
 
 @dataclass
@@ -157,14 +162,28 @@ def _encoder_config(m: ModelSection):
 
 
 def build_pretrain_model(
-    cfg: PretrainConfig, kmeans_classes: int | None, pretext: PretextTargets | None = None
+    cfg: PretrainConfig,
+    kmeans_classes: int | None,
+    pretext: PretextTargets | None = None,
+    run_dir: Path | None = None,
 ) -> PretrainModel:
-    """Student encoder + the heads the config's targets need (+ the teacher)."""
+    """Student encoder + the heads the config's targets need (+ the teacher).
+
+    With ``model.init_from``, the encoder starts from that transformers folder (before the
+    teacher copies its blocks); the report goes to ``run_dir / "init_from.json"``.
+    """
     from speechssl.models.pretrain import PretrainModel
     from speechssl.models.transformer import FrameTransformer
 
     t = cfg.targets
     encoder = FrameTransformer(_encoder_config(cfg.model))
+    if cfg.model.init_from is not None:
+        from speechssl.models.hf_export import init_from_hf
+
+        report = init_from_hf(encoder, cfg.model.init_from)
+        if run_dir is not None:
+            report.write(Path(run_dir) / "init_from.json")
+        log.info("%s", report.summary())
     return PretrainModel(
         encoder,
         kmeans_classes=kmeans_classes if t.kmeans_weight else None,
@@ -213,6 +232,8 @@ def _check_config(cfg: PretrainConfig) -> None:
         raise UserError(f"targets.top-k must be >= 1, got {t.top_k}")
     if not cfg.data.train:
         raise UserError("no training cuts: pass --data.train")
+    if cfg.model.init_from is not None and _encoder_config(cfg.model).frontend != "waveform":
+        raise UserError("--model.init-from needs the waveform front-end: --model.frontend waveform")
 
 
 def _open_labels(cfg: PretrainConfig, cuts) -> tuple[Any, int]:
@@ -267,7 +288,7 @@ def build_trainer(cfg: PretrainConfig) -> Trainer:
         pretext = PretextTargets(stats, weights)
     run_dir = start_run(cfg.out, "pretrain", cfg, seed=cfg.train.seed)
     seed_everything(cfg.train.seed)  # the same initial weights on every rank
-    model = build_pretrain_model(cfg, k, pretext)
+    model = build_pretrain_model(cfg, k, pretext, run_dir)
     dataset = PretrainDataset(
         model.encoder.frame_counter(),
         labels=labels,
