@@ -18,7 +18,9 @@ D. Utterance-level DINO and staged fine-tuning (Cho et al., IEEE JSTSP 2022,
    arXiv:2208.05445). :mod:`speechssl.objectives.dino`; ``speechssl dino``,
    ``speechssl finetune``, ``speechssl embed``, ``speechssl verify``.
 E. UnFuSeD: unsupervised fine-tuning by self-distillation on clustered embeddings (Seth et
-   al., ICASSP 2023 workshops, arXiv:2303.05668). Not implemented yet.
+   al., ICASSP 2023 workshops, arXiv:2303.05668). :mod:`speechssl.kmeans.whiten`,
+   :mod:`speechssl.models.byola_cnn`, :mod:`speechssl.objectives.self_distill`;
+   ``speechssl unfused``.
 
 Entry points: the ``speechssl`` command (:mod:`speechssl.cli`; ``speechssl demo`` runs the
 loop on an embedded synthetic corpus); from Python, :func:`speechssl.data.manifest.load_cuts`

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import sys
 import typing
 from collections.abc import Callable, Collection
@@ -102,6 +103,12 @@ def _commands() -> list[Command]:
             hidden=(_TRAINER_RESUME,),
         ),
         Command(
+            ("export",),
+            f"{rec}.export:ExportConfig",
+            _export,
+            "export a pretraining run's encoder as a transformers HubertModel folder",
+        ),
+        Command(
             ("pretrain-next",),
             f"{rec}.pretrain_next:NextIterationConfig",
             _pretrain_next,
@@ -150,6 +157,17 @@ def _commands() -> list[Command]:
             f"{rec}.finetune:FinetuneConfig",
             _finetune,
             "fine-tune an utterance encoder on a labelled task (staged or all at once)",
+        ),
+        Command(
+            ("unfused",),
+            f"{rec}.unfused:UnfusedConfig",
+            _unfused,
+            "UnFuSeD: cluster a teacher's embeddings, self-distil a fresh student, fine-tune it",
+            # stages resume by themselves; stage 3 has no EMA teacher
+            hidden=(
+                *_UTTERANCE_TRAINER,
+                *(f"train.ema_{k}" for k in ("start", "end", "steps", "shape")),
+            ),
         ),
         Command(
             ("embed",), f"{rec}.embed:EmbedConfig", _embed, "write utterance embeddings of a CutSet"
@@ -377,6 +395,16 @@ def _pretrain(cfg) -> int:
 
     last = run_pretrain(cfg)
     print(f"pretraining done: {cfg.out} (last checkpoint {last})")
+    if cfg.model.init_from is not None and (cfg.out / "init_from.json").is_file():
+        print(json.loads((cfg.out / "init_from.json").read_text())["summary"])
+    return 0
+
+
+def _export(cfg) -> int:
+    from speechssl.recipes.export import run_export
+
+    out = run_export(cfg)
+    print(f"exported {cfg.run} as a transformers HubertModel folder: {out}")
     return 0
 
 
@@ -447,6 +475,31 @@ def _finetune(cfg) -> int:
     from speechssl.report.finetune import render_finetune
 
     print(render_finetune(run_finetune(cfg)))
+    print(f"results: {cfg.out}/results.json")
+    return 0
+
+
+def _unfused(cfg) -> int:
+    from speechssl.recipes.unfused import run_unfused
+
+    r = run_unfused(cfg)
+    c = r["clusters"]
+    line = f"pseudo-labels: k={c['k']} on {c['utterances']} utterances ({c['dims']} dims)"
+    line += f", sizes {c['sizes']}"
+    if "agreement" in c:
+        a = c["agreement"]
+        line += f"; vs {a['label']}: NMI {a['nmi']:.3f}, purity {a['purity']:.3f}"
+    print(line)
+    print(f"student: {r['student']['kind']}, {r['student']['parameters']:,} parameters "
+          f"(teacher {r['teacher']['parameters']:,})")  # fmt: skip
+    if "finetune" in r:
+        f = r["finetune"]
+        dev = (
+            f" (dev {f['dev_accuracy']:.3f} at step {f['selected_step']})"
+            if "dev_accuracy" in f
+            else ""
+        )
+        print(f"fine-tuned ({f['mode']}): test accuracy {f['test_accuracy']:.3f}{dev}")
     print(f"results: {cfg.out}/results.json")
     return 0
 

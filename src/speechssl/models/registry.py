@@ -3,7 +3,7 @@
 Checkpoint format (a folder, written by :func:`save_upstream` or by the trainer):
 
 * ``model.safetensors``: the state dict (safetensors only; nothing is ever unpickled);
-* ``model.json``: ``{"kind": "transformer" | "ecapa" | "resnet", "config": {...}}`` and
+* ``model.json``: ``{"kind": "transformer" | "ecapa" | "resnet" | "byola", "config": {...}}`` and
   optionally ``"prefix": "encoder."``, meaning the upstream's weights are the keys under that
   prefix (a training checkpoint that also holds heads or a teacher). Other keys are ignored.
 
@@ -26,9 +26,11 @@ from torch import nn
 
 from speechssl.config import from_dict
 from speechssl.errors import UserError
+from speechssl.models.byola_cnn import ByolaCnn
 from speechssl.models.ecapa import EcapaTdnn
 from speechssl.models.encoder_config import EcapaConfig, ResNetConfig
 from speechssl.models.resnet import ResNet
+from speechssl.models.student_config import ByolaCnnConfig
 from speechssl.models.transformer import FrameTransformer
 from speechssl.models.transformer_config import PRESETS, TransformerConfig
 from speechssl.models.upstream import FbankUpstream, MfccUpstream, Upstream
@@ -48,6 +50,7 @@ MODEL_KINDS: dict[str, tuple[type[nn.Module], type]] = {
     "transformer": (FrameTransformer, TransformerConfig),
     "ecapa": (EcapaTdnn, EcapaConfig),
     "resnet": (ResNet, ResNetConfig),
+    "byola": (ByolaCnn, ByolaCnnConfig),
 }
 FEATURES = {"fbank": FbankUpstream, "mfcc": MfccUpstream}
 HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
