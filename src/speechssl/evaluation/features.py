@@ -13,6 +13,10 @@ frame batches) is computed from these arrays.
 
 :func:`upstream_frames` is the one loop that runs an upstream over cuts in duration-sorted
 batches (used here, and by ``speechssl kmeans`` through :func:`layer_frames`).
+
+Under torchrun (``probe``, ``assess``), every rank extracts its share of the batches and
+rank 0 writes the cache (:func:`speechssl.training.sharded.run_sharded`); the arrays are
+the ones a single process writes.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ import numpy as np
 import torch
 from lhotse.cut import Cut
 
+from speechssl.data.shards import ShardSet
 from speechssl.data.sorted_batches import run_sorted_batches
 from speechssl.progress import Progress
+from speechssl.training.distributed import DistInfo, init_distributed
+from speechssl.training.sharded import rank_device, run_sharded, wait_merged
 
 __all__ = [
     "LayerFeatures",
@@ -134,6 +141,11 @@ def extract_features(
         log.info("features from cache %s", folder)
         return _load(folder)
 
+    dinfo = init_distributed()
+    if dinfo.enabled and folder is not None:
+        device = rank_device(str(device), dinfo)
+        return _extract_sharded(upstream, cuts, folder, upstream_id, batch_size,
+                                max_batch_seconds, device, dinfo)  # fmt: skip
     model = upstream if isinstance(upstream, torch.nn.Module) else upstream()
     model = model.to(device).eval()
     counts = np.zeros(len(cuts), dtype=np.int64)
@@ -231,6 +243,80 @@ def layer_frames(
     stream = upstream_frames(upstream, cuts, [layer], batch_size, max_batch_seconds, device)
     for i, (frames,) in stream:
         yield cuts[i], frames
+
+
+def _extract_sharded(
+    upstream: torch.nn.Module | Callable[[], torch.nn.Module],
+    cuts: list[Cut],
+    folder: Path,
+    upstream_id: str,
+    batch_size: int,
+    max_batch_seconds: float,
+    device: str,
+    dinfo: DistInfo,
+) -> LayerFeatures:
+    """Under torchrun: each rank extracts its batches into ``<cache>/<key>.parts/``, rank 0
+    writes the cache (the same arrays as one process would), and every rank reads it."""
+    parts = folder.with_name(folder.name + ".parts")
+    model = upstream if isinstance(upstream, torch.nn.Module) else upstream()
+    model = model.to(device).eval()
+    frame_rate = float(getattr(model, "frame_rate", 100.0))
+
+    def compute(batch):
+        for i, frames in upstream_frames(model, batch, None, batch_size, max_batch_seconds, device):
+            yield i, [f.astype(np.float16) for f in frames]
+
+    shards = run_sharded(
+        cuts, compute, parts, f"features|{folder.name}", dinfo,
+        desc=f"features of {upstream_label(upstream_id)}", batch_size=batch_size,
+        max_batch_seconds=max_batch_seconds,
+    )  # fmt: skip
+    if shards is None:
+        wait_merged(parts)
+        return _load(folder)
+    _save_shards(shards, cuts, folder, upstream_id, frame_rate)
+    shards.remove()
+    return _load(folder)
+
+
+def _save_shards(
+    shards: ShardSet, cuts: Sequence[Cut], folder: Path, upstream_id: str, frame_rate: float
+) -> None:
+    """The cache of :func:`_save` from every rank's shards, one shard in memory at a time."""
+    lengths = shards.lengths()
+    counts = np.array([lengths[c.id][0] for c in cuts], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    where = {c.id: i for i, c in enumerate(cuts)}
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    layers: list[np.ndarray] = []
+    for cut_id, frames in shards:
+        if not layers:
+            layers = [
+                np.lib.format.open_memmap(
+                    tmp / f"layer-{k:02d}.npy", "w+", np.float16, (int(offsets[-1]), f.shape[1])
+                )
+                for k, f in enumerate(frames)
+            ]
+        i = where[cut_id]
+        for arr, f in zip(layers, frames, strict=True):
+            arr[offsets[i] : offsets[i + 1]] = f
+    for arr in layers:
+        arr.flush()
+    np.save(tmp / "offsets.npy", offsets)
+    meta = {
+        "upstream": upstream_id,
+        "cut_ids": [c.id for c in cuts],
+        "num_layers": len(layers),
+        "hidden_dim": int(layers[0].shape[1]),
+        "frame_rate": frame_rate,
+    }
+    del layers
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
 
 
 def _save(feats: LayerFeatures, folder: Path, upstream_id: str) -> None:

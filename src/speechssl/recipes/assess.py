@@ -6,12 +6,16 @@ A run folder stands for all its checkpoints, so the table follows training step 
 Writes ``indicators.jsonl`` (one row per checkpoint x layer), ``report.md`` with the table,
 and one plot per indicator against step (a line per layer) and against layer (a line per
 checkpoint).
+
+Under torchrun (one node or several), the ranks split each checkpoint's feature extraction
+(:func:`speechssl.training.sharded.run_sharded`) and rank 0 computes the indicators.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +34,12 @@ log = logging.getLogger("speechssl")
 
 @dataclass
 class AssessConfig:
-    """Label-free indicators of one or more upstreams on a fixed pool of unlabelled audio."""
+    """Label-free indicators of one or more upstreams on a fixed pool of unlabelled audio.
+
+    Feature extraction on many processes or nodes: `torchrun --nnodes N --node-rank R
+    --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m speechssl.cli assess
+    ...` (the cache folder on storage every node sees).
+    """
 
     upstream: list[str] = opt(
         help="checkpoint | run folder (all its checkpoints) | HF folder | fbank | mfcc | tiny ..."
@@ -61,9 +70,13 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
     or a run given more checkpoints later only does what is missing.
     """
     from speechssl.data.manifest import load_cut_sets
+    from speechssl.evaluation.features import extract_features
     from speechssl.indicators.assess import assess_checkpoint, expand_upstreams, select_pool
     from speechssl.indicators.rows import checkpoint_key, read_indicator_rows, row_key
+    from speechssl.models.registry import load_upstream, upstream_id
     from speechssl.report.indicators import write_indicator_report
+    from speechssl.training.distributed import all_gather_objects, init_distributed
+    from speechssl.training.sharded import wait_complete
 
     done: dict[str, list[dict]] = {}
     old = Path(cfg.out) / "indicators.jsonl"
@@ -72,10 +85,22 @@ def run_assess(cfg: AssessConfig) -> list[dict]:
         if json.loads(settings.read_text()) == json.loads(json.dumps(_settings(cfg), default=str)):
             for r in read_indicator_rows(old):
                 done.setdefault(row_key(r), []).append(r)  # however the path was spelt
+    started = time.time()
     run_dir = start_run(cfg.out, "assess", cfg, seed=cfg.seed)
-    (run_dir / "settings.json").write_text(json.dumps(_settings(cfg), default=str))
     checkpoints = expand_upstreams(cfg.upstream)
     pool = select_pool(list(load_cut_sets(cfg.cuts)), cfg.hours, cfg.seed)
+    dinfo = init_distributed()
+    if dinfo.enabled:  # torchrun: every rank extracts its share, rank 0 alone assesses
+        skip = set(all_gather_objects(sorted(done), dinfo)[0])  # rank 0's view, before it writes
+        if not dinfo.is_main:
+            for ckpt in checkpoints:
+                if checkpoint_key(ckpt.spec) not in skip:
+                    extract_features(lambda s=ckpt.spec: load_upstream(s, cfg.device), pool,
+                                     cfg.cache_dir / "features", upstream_id(ckpt.spec),
+                                     device=cfg.device)  # fmt: skip
+            wait_complete(run_dir / "report.md", newer_than=started)
+            return read_indicator_rows(run_dir / "indicators.jsonl")
+    (run_dir / "settings.json").write_text(json.dumps(_settings(cfg), default=str))
     rows: list[dict] = []
     out = run_dir / "indicators.jsonl"
     bar = Progress(len(checkpoints), "assess", "checkpoint", enabled=len(checkpoints) > 1)

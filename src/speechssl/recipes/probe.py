@@ -12,6 +12,7 @@ Extract (or reuse) every layer's features once, then train a small probe per see
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,7 +30,12 @@ __all__ = ["ProbeConfig", "run_probe"]
 
 @dataclass
 class ProbeConfig:
-    """Probe a frozen upstream on a task (a preset, or your own CutSet and label)."""
+    """Probe a frozen upstream on a task (a preset, or your own CutSet and label).
+
+    Feature extraction on many processes or nodes: `torchrun --nnodes N --node-rank R
+    --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m speechssl.cli probe
+    ...` (the cache folder on storage every node sees); rank 0 trains the probes.
+    """
 
     upstream: str = opt(help="fbank | mfcc | tiny | small | base | checkpoint folder | HF folder")
     out: Path = opt(help="run folder for results.json, results.md, config and log")
@@ -92,10 +98,16 @@ def run_probe(cfg: ProbeConfig) -> dict:
     from speechssl.indicators.rows import checkpoint_key
     from speechssl.models.registry import load_upstream, upstream_id
     from speechssl.report.probe import render_probe
+    from speechssl.training.distributed import all_gather_objects, init_distributed
+    from speechssl.training.sharded import wait_complete
 
     if not cfg.seeds:
         raise UserError("give at least one seed")
+    started = time.time()
     run_dir = start_run(cfg.out, "probe", cfg, seed=cfg.seeds[0])
+    dinfo = init_distributed()
+    if dinfo.enabled and not dinfo.is_main:  # torchrun: rank 0 may write the cached CutSet
+        all_gather_objects(None, dinfo)
     task = build_task(
         cfg.task,
         cuts=cfg.cuts,
@@ -106,6 +118,8 @@ def run_probe(cfg: ProbeConfig) -> dict:
         cache_dir=cfg.cache_dir,
         seed=cfg.split_seed,
     )
+    if dinfo.enabled and dinfo.is_main:
+        all_gather_objects(None, dinfo)
     feats = extract_features(
         lambda: load_upstream(cfg.upstream, device=cfg.device),
         task.all_cuts(),
@@ -113,6 +127,9 @@ def run_probe(cfg: ProbeConfig) -> dict:
         upstream_id(cfg.upstream),
         device=cfg.device,
     )
+    if not dinfo.is_main:  # torchrun: the ranks shared the extraction; rank 0 probes
+        wait_complete(run_dir / "results.json", newer_than=started)
+        return json.loads((run_dir / "results.json").read_text())
     given = {
         k: v for k, v in (("epochs", cfg.epochs), ("lr", cfg.lr), ("batch_size", cfg.batch_size))
         if v is not None

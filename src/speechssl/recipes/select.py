@@ -15,6 +15,8 @@ pretraining as baselines (name them in ``--candidates`` to score them anyway). C
 than ``--max-items-per-class`` are subsampled (seeded): the utility costs O(n_c^2) per class
 and pseudo-label. Feature extraction and the utility are timed apart in the JSON. Items
 come from :mod:`speechssl.selection.items`, the ranking from :mod:`speechssl.selection.ranking`.
+Under torchrun the ranks share the feature extraction (the one-process items, bit for bit)
+and rank 0 ranks.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ log = logging.getLogger("speechssl")
 
 @dataclass
 class SelectConfig:
-    """Rank pseudo-labels for a downstream label by conditional independence (no training)."""
+    """Rank pseudo-labels for a downstream label by conditional independence (no training).
+
+    Feature extraction on many processes or nodes: `torchrun --nnodes N --node-rank R
+    --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m speechssl.cli select
+    ...` (OUT on storage every node sees); rank 0 ranks.
+    """
 
     cuts: Path = opt(help="CutSet manifest; one item per cut")
     label: str = opt(help="downstream label field whose classes condition the test, e.g. speaker")
@@ -124,6 +131,66 @@ def _check_class_sizes(labels: list[str], label: str) -> None:
         )
 
 
+def _items_on_ranks(cuts, labels, candidates, backend, cfg: SelectConfig, dinfo, run_dir: Path):
+    """Under torchrun: the items of :func:`~speechssl.selection.items.extract_items`, each
+    rank computing its share of the batches; on rank 0 the one-process items (same rows, same
+    order), elsewhere ``None``."""
+    import numpy as np
+    import torch
+
+    from speechssl.data.sorted_batches import duration_sorted_batches
+    from speechssl.selection.items import MAX_ITEMS_PER_BATCH, Items, extract_items
+    from speechssl.training.sharded import run_sharded, wait_merged
+
+    label_of = {c.id: y for c, y in zip(cuts, labels, strict=True)}
+
+    def compute(batch):
+        try:
+            it = extract_items(batch, [label_of[c.id] for c in batch], candidates, backend,
+                               frames=cfg.frames, mode=cfg.mode, batch_seconds=cfg.batch_seconds,
+                               progress=False)  # fmt: skip
+        except UserError:  # every cut of the batch too short for one frame
+            it = None
+        row = {c: r for r, c in enumerate(it.ids)} if it is not None else {}
+        spent = it.downsample_s if it is not None else 0.0
+        for j, c in enumerate(batch):
+            r = row.get(c.id)
+            arrays = [np.zeros(0, np.float32)] + [np.zeros(0, np.float64)] * len(candidates)
+            if r is not None:  # flat rows: a too-short cut is an empty one
+                arrays = [it.speech[r].numpy().ravel()]
+                arrays += [it.values[n][r].numpy().ravel() for n in candidates]
+            yield j, [*arrays, np.array([spent if j == 0 else 0.0])]
+
+    parts = run_dir / "parts"
+    key = f"select|{cfg.mode}|{cfg.frames}|{cfg.batch_seconds!r}|{','.join(candidates)}"
+    shards = run_sharded(
+        cuts, compute, parts, key, dinfo, desc="select features",
+        batch_size=MAX_ITEMS_PER_BATCH, max_batch_seconds=cfg.batch_seconds, longest_first=False,
+    )  # fmt: skip
+    if shards is None:
+        wait_merged(parts)
+        return None
+    got = dict(iter(shards))
+    order = duration_sorted_batches(cuts, MAX_ITEMS_PER_BATCH, cfg.batch_seconds, False)
+    ids = [cuts[i].id for b in order for i in b if len(got[cuts[i].id][0])]
+    if not ids:
+        raise UserError("no cut is long enough for one 25 ms frame")
+    items = Items(
+        ids=ids,
+        labels=[label_of[c] for c in ids],
+        speech=torch.from_numpy(np.stack([got[c][0] for c in ids])),
+        values={
+            n: torch.from_numpy(np.stack([got[c][1 + k] for c in ids]))
+            for k, n in enumerate(candidates)
+        },
+        voiced_only={n: backend.voiced_only(n) for n in candidates},
+        too_short=len(cuts) - len(ids),
+        downsample_s=float(sum(a[-1][0] for a in got.values())),
+    )
+    shards.remove()
+    return items
+
+
 def run_select(cfg: SelectConfig) -> dict:
     """Rank the candidates of ``cfg``; writes and returns what goes into ``selection.json``."""
     from speechssl.data.manifest import load_cuts
@@ -136,6 +203,8 @@ def run_select(cfg: SelectConfig) -> dict:
         subsample_per_class,
     )
     from speechssl.selection.ranking import rank_items
+    from speechssl.training.distributed import init_distributed
+    from speechssl.training.sharded import wait_complete
 
     _check(cfg)
     backend = pseudolabel_backend()
@@ -146,15 +215,24 @@ def run_select(cfg: SelectConfig) -> dict:
     run_dir = start_run(cfg.out, "select", cfg, seed=cfg.seed)
     keep = subsample_per_class(labels, cfg.max_items_per_class, cfg.seed)
     t0 = time.perf_counter()
-    items = extract_items(
-        [cuts[i] for i in keep],
-        [labels[i] for i in keep],
-        candidates,
-        backend,
-        frames=cfg.frames,
-        mode=cfg.mode,
-        batch_seconds=cfg.batch_seconds,
-    )
+    started = time.time()
+    dinfo = init_distributed()
+    kept_cuts, kept_labels = [cuts[i] for i in keep], [labels[i] for i in keep]
+    if dinfo.enabled:
+        items = _items_on_ranks(kept_cuts, kept_labels, candidates, backend, cfg, dinfo, run_dir)
+        if items is None:  # not rank 0: rank 0 ranks and writes
+            wait_complete(run_dir / "selection.json", newer_than=started)
+            return json.loads((run_dir / "selection.json").read_text())
+    else:
+        items = extract_items(
+            kept_cuts,
+            kept_labels,
+            candidates,
+            backend,
+            frames=cfg.frames,
+            mode=cfg.mode,
+            batch_seconds=cfg.batch_seconds,
+        )
     extract_s = time.perf_counter() - t0
     ranked = rank_items(
         items, mode=cfg.mode, averaging=cfg.averaging, permutations=cfg.permutations,
