@@ -78,6 +78,13 @@ def _commands() -> list[Command]:
         Command(("data", "split"), f"{jobs}:SplitConfig", _split, "split a CutSet by speaker"),
         Command(("data", "info"), f"{jobs}:InfoConfig", _info, "describe a CutSet"),
         Command(
+            ("data", "export-shar"),
+            f"{jobs}:ExportSharConfig",
+            _export_shar,
+            "write a CutSet as lhotse Shar shards (FLAC in tars) for corpora too large for one "
+            "manifest",
+        ),
+        Command(
             ("data", "synth"),
             "speechssl.data.synth_config:SynthConfig",
             _synth,
@@ -189,7 +196,7 @@ def _commands() -> list[Command]:
 
 
 GROUP_HELP = {
-    ("data",): "prepare, split, describe and synthesise corpora (lhotse CutSets)",
+    ("data",): "prepare, split, describe, synthesise and shard corpora (lhotse CutSets)",
     ("data", "prepare"): "write a CutSet from a corpus on disk, checking every file",
     ("kmeans",): "offline k-means targets (HuBERT style) for masked-prediction pretraining",
 }
@@ -357,6 +364,18 @@ def _info(cfg) -> int:
     print(info(cfg).render())
     if cfg.plot is not None:
         print(f"plot: {cfg.plot}")
+    return 0
+
+
+def _export_shar(cfg) -> int:
+    from speechssl.recipes.data_jobs import export_shar
+
+    r = export_shar(cfg)
+    resumed = f" ({r.resumed} already there from an interrupted export)" if r.resumed else ""
+    print(
+        f"wrote {r.cuts} cuts ({r.seconds / 3600:.2f} h) in {r.shards} shards{resumed} to "
+        f"{r.out} ({r.bytes / 2**20:.1f} MiB)"
+    )
     return 0
 
 

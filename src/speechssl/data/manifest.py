@@ -187,12 +187,17 @@ def build_cutset(
 
 
 def load_cut_sets(paths: Sequence[str | Path]) -> CutSet:
-    """Several manifests as one CutSet (cut ids must be unique across them)."""
+    """Several manifests or Shar directories as one CutSet (cut ids must be unique across
+    them; checked only when all are manifests, a Shar directory is chained unread)."""
     if not paths:
         raise UserError("no cut manifest given")
     sets = [load_cuts(p) for p in paths]
     if len(sets) == 1:
         return sets[0]
+    if any(s.is_lazy for s in sets):  # a Shar directory: chain, read nothing now
+        from lhotse.lazy import LazyIteratorChain
+
+        return CutSet(LazyIteratorChain(*sets))
     try:
         return CutSet.from_cuts(c for s in sets for c in s)
     except AssertionError as exc:  # lhotse asserts unique ids
@@ -206,8 +211,14 @@ def load_cuts(path: str | Path) -> CutSet:
 
     Relative file paths in it are taken relative to the manifest's own folder
     (:func:`~speechssl.audio.io.anchor_paths`), so it reads the same from any directory.
+    A folder is read as a lhotse Shar directory (:func:`speechssl.data.shar.load_shar`): a
+    lazy CutSet whose cuts carry their audio.
     """
     path = Path(path)
+    if path.is_dir():
+        from speechssl.data.shar import load_shar
+
+        return load_shar(path)
     if not path.is_file():
         raise UserError(f"cut manifest not found: {path}")
     try:
@@ -235,7 +246,17 @@ def save_cuts(cuts: CutSet, path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {path.parent}: {exc.strerror}") from None
-    cuts.to_file(path)
+    try:
+        cuts.to_file(path)
+    except TypeError as exc:  # bytes in a cut: audio held in memory, as a Shar reader gives it
+        if "bytes" not in str(exc):
+            raise
+        path.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path}: its cuts hold their audio in memory (read from a lhotse Shar "
+            "directory), which a manifest cannot store; split or filter the manifest before "
+            "`speechssl data export-shar`"
+        ) from None
     return path
 
 

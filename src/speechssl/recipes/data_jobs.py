@@ -1,4 +1,4 @@
-"""The data jobs of the CLI: prepare a corpus, split it by speaker, describe it.
+"""The data jobs of the CLI: prepare a corpus, split it by speaker, describe it, shard it.
 
 Each job takes a typed config, writes its result and a run folder beside it, and returns
 what the CLI shows. Python users can call the same functions.
@@ -16,6 +16,7 @@ from speechssl.runs import run_dir_for, start_run
 if TYPE_CHECKING:
     from speechssl.data.info import CutSetInfo
     from speechssl.data.manifest import PrepareReport
+    from speechssl.data.shar import ExportReport
 
 # The configs import nothing heavy (a command's --help reads them); the jobs below import
 # lhotse and the library where they run.
@@ -156,3 +157,28 @@ def info(cfg: InfoConfig) -> CutSetInfo:
     if cfg.plot is not None:
         plot_info(summary, cfg.plot, title=Path(cfg.cuts).name)
     return summary
+
+
+@dataclass
+class ExportSharConfig:
+    """Write a CutSet as lhotse Shar shards (cut manifests + FLAC audio in tars), which every
+    job reads like a manifest (pass the folder as --cuts / --data.train); rerunning an
+    interrupted export finishes it."""
+
+    cuts: Path = opt(help="input CutSet (a manifest, or a Shar directory to re-shard)")
+    out: Path = opt(help="output folder for cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar")
+    shard_size: int = opt(1000, "cuts per shard", ge=1)
+    shuffle: bool = opt(
+        True, "shuffle the cuts (seeded) before sharding, so every shard samples the whole corpus"
+    )
+    seed: int = opt(0, "shuffling seed", ge=0)
+
+
+def export_shar(cfg: ExportSharConfig) -> ExportReport:
+    """Export ``cfg.cuts`` to the Shar directory ``cfg.out``; its run folder is beside it."""
+    from speechssl.data.manifest import load_cuts
+    from speechssl.data.shar import export_shar as write_shar
+
+    cuts = load_cuts(cfg.cuts)
+    start_run(run_dir_for(Path(cfg.out)), "data export-shar", cfg, seed=cfg.seed)
+    return write_shar(cuts, cfg.out, cfg.shard_size, cfg.shuffle, cfg.seed)

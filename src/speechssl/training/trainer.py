@@ -30,7 +30,8 @@ sooner, so its cuts are seen more often.
 
 Resume: a checkpoint holds, per rank, the epoch and how many batches of it were consumed, and
 the python/numpy/torch RNG states. Resuming calls ``set_epoch`` and skips that many batches
-of the sampler's (deterministic, seed + epoch) order -- only cut metadata, no audio is read.
+of the sampler's (deterministic, seed + epoch) order -- only cut metadata, no audio is read
+(over a Shar directory the skipped cuts' tars are streamed, their audio not decoded).
 This is exact even when DataLoader workers prefetch ahead (a sampler's own ``state_dict``
 would count the prefetched batches as consumed). The data pipeline's randomness needs no state:
 each batch reaches the dataset as a :class:`speechssl.data.batching.SeededCuts` whose seed
@@ -265,8 +266,12 @@ class Trainer:
                 rank=rank,
                 world_size=world,
             )
-            # Bucketing needs more cuts than buckets; a handful of cuts needs no buckets.
-            buckets = 10 if source.is_lazy else min(10, len(source))
+            # Bucketing needs more cuts than buckets; a handful of cuts needs no buckets. Lazy
+            # sets (a Shar directory) count their manifests' lines; some cannot count at all.
+            try:
+                buckets = min(10, len(source))
+            except (TypeError, NotImplementedError):
+                buckets = 10
             if buckets < 2:
                 return SimpleCutSampler(source, **common)
             with warnings.catch_warnings():  # "eagerly read CutSet": fine, just slower
