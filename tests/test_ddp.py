@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,27 +11,16 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from launch import clean_env, free_port  # noqa: E402
 from train_toy import make_cuts  # noqa: E402
 
 SCRIPT = Path(__file__).parent / "train_toy.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def _torchrun(args: list[str], timeout: float = 90) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(SCRIPT), *args]  # fmt: skip
-    subprocess.run(cmd, check=True, env=_env(), timeout=timeout)
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(SCRIPT), *args]  # fmt: skip
+    subprocess.run(cmd, check=True, env=clean_env(), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,9 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(cuts_file, tmp_p
     # the same size per step sees exactly the same global batch.
     _torchrun([*common, "--run-dir", str(tmp_path / "ddp"), "--batch", "2"])
     single = [sys.executable, str(SCRIPT), *common, "--run-dir", str(tmp_path / "one")]
-    subprocess.run([*single, "--batch", "2", "--accum", "2"], check=True, env=_env(), timeout=90)
+    subprocess.run(
+        [*single, "--batch", "2", "--accum", "2"], check=True, env=clean_env(), timeout=90
+    )
 
     r0 = load_file(tmp_path / "ddp" / "final-rank0.safetensors")
     r1 = load_file(tmp_path / "ddp" / "final-rank1.safetensors")

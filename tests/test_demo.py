@@ -15,6 +15,7 @@ STAGES = [
     "## 2. MT4SSL pretraining",
     "## 3. Probes",
     "## 4. DINO and speaker verification on held-out voices",
+    "## 5. UnFuSeD: a teacher's clusters distilled into a small student",
 ]
 
 
@@ -28,14 +29,14 @@ def _table_rows(report: str, first_cell: str) -> list[str]:
 def test_demo_reports_every_stage_with_the_numbers_its_stages_wrote(tmp_path, capsys):
     out, cache = tmp_path / "demo", tmp_path / "cache"
     argv = ["demo", "--out", str(out), "--minutes", "1", "--cache-dir", str(cache),
-            "--pretrain-steps", "4", "--probe-epochs", "3", "--dino-steps", "2"]  # fmt: skip
+            "--pretrain-steps", "4", "--probe-epochs", "3", "--dino-steps", "2", "--unfused-epochs", "1"]  # fmt: skip
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     # off a terminal, each stage still announces itself as it starts (was: silence), on
     # stderr and in the demo's own log.txt; training prints its step lines
     err, log = capsys.readouterr().err, (out / "log.txt").read_text()
     for text in (err, log):
-        at = [text.find(f"demo stage {n}/4: ") for n in ("1", "1b", "2", "3", "4")]
+        at = [text.find(f"demo stage {n}/5: ") for n in ("1", "1b", "2", "3", "4", "5")]
         assert -1 not in at and at == sorted(at), at
     assert "train: 4/4 steps, loss" in err and "demo: report written to" in err
     at = [report.find(s) for s in STAGES]
@@ -98,11 +99,32 @@ def test_demo_reports_every_stage_with_the_numbers_its_stages_wrote(tmp_path, ca
     assert {"teacher_entropy", "student_entropy", "embedding_std"} <= set(dino[-1])
     assert "DINO teacher" in report or "too few utterances per held-out voice" in report
 
+    # 5: UnFuSeD from the DINO teacher; the cluster sizes sum to the clustered (training)
+    # utterances, k = min(16, train // 3), NMI/purity and accuracies are those of results.json
+    res = json.loads((out / "unfused" / "results.json").read_text())
+    cl, ft = res["clusters"], res["finetune"]
+    assert res["teacher"]["upstream"] == str(out / "dino")
+    sizes = [
+        int(x)
+        for x in re.search(r"Cluster sizes: ([\d, ]+) \(sum (\d+)\)", report).group(1).split(", ")
+    ]
+    assert sizes == cl["sizes"] and sum(sizes) == cl["utterances"] == ft["split_sizes"]["train"]
+    assert len(sizes) == min(16, ft["split_sizes"]["train"] // 3)
+    assert f"NMI {cl['agreement']['nmi']:.3f}, purity {cl['agreement']['purity']:.3f}" in report
+    scratch = json.loads((out / "unfused-scratch" / "finetune" / "results.json").read_text())
+    assert scratch["steps"] == ft["steps"]
+    for name, r in (("UnFuSeD: distilled, then fine-tuned", ft),
+                    ("random init, fine-tuned alike", scratch)):  # fmt: skip
+        cells = _table_rows(report, name)
+        assert cells[-1] == f"{100 * r['test_accuracy']:.1f}"
+        assert 0 <= float(cells[-1]) <= 100
+
     # a second run reuses the cached corpus and, with the stages off, reports only the corpus
     again = tmp_path / "again"
-    assert main([*argv[:-6], "--pretrain-steps", "0", "--probe-epochs", "3", "--dino-steps", "0",
-                 "--no-select", "--out", str(again)]) == 0  # fmt: skip
+    assert main([*argv[:-8], "--pretrain-steps", "0", "--probe-epochs", "3", "--dino-steps", "0",
+                 "--unfused-epochs", "0", "--no-select", "--out", str(again)]) == 0  # fmt: skip
     second = (again / "report.md").read_text()
     assert "Loaded from cache" in second and "Synthesised" in report
     assert "## 2. MT4SSL" not in second and "## 4. DINO" not in second
+    assert "## 5. UnFuSeD" not in second
     assert _table_rows(second, "fbank") == _table_rows(report, "fbank")  # same seed, same probe

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ from speechssl.training.distributed import DistInfo
 from speechssl.training.sharded import run_sharded
 
 sys.path.insert(0, str(Path(__file__).parent))
+from launch import clean_env, free_port  # noqa: E402
 from test_kmeans import tiny_corpus  # noqa: E402
 
 DRIVER = Path(__file__).parent / "sharded_jobs.py"
@@ -121,18 +120,6 @@ def test_writer_drops_a_shard_without_its_index(tmp_path):
 # -- real jobs under torchrun -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
@@ -170,9 +157,9 @@ def test_jobs_on_two_ranks_equal_one_process(corpus, tmp_path):
 
     cuts, enc, labelled = corpus
     cmd = [*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(DRIVER), str(cuts), str(enc), str(labelled),
+           "--master-port", str(free_port()), str(DRIVER), str(cuts), str(enc), str(labelled),
            str(tmp_path / "two")]  # fmt: skip
-    subprocess.run(cmd, check=True, env=_env(), timeout=120)
+    subprocess.run(cmd, check=True, env=clean_env(), timeout=120)
     # the same jobs in this (one) process
     sys.path.insert(0, str(DRIVER.parent))
     from sharded_jobs import main
@@ -214,7 +201,7 @@ def test_label_as_two_nodes_from_the_cli(corpus, tmp_path):
 
     cuts = corpus[0]
     fit(KmeansFitConfig(cuts=cuts, out=tmp_path / "km", k=4, max_frames=300, n_iter=5))
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for node in (0, 1):
         cmd = [*TORCHRUN, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
@@ -223,7 +210,7 @@ def test_label_as_two_nodes_from_the_cli(corpus, tmp_path):
                "--kmeans", str(tmp_path / "km"), "--cuts", str(cuts), "--out", str(tmp_path / "two"),
                "--batch-size", "2"]  # fmt: skip
         procs.append(
-            subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         )
     outs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

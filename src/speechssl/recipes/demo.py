@@ -6,7 +6,9 @@ The corpus is synthesised on first use and cached (``--cache-dir``, default ``$S
 ranking of pseudo-labels for speaker and language, (2) MFCC k-means and a short MT4SSL pretraining
 of ``tiny`` with live label-free indicators, (3) probes of the baselines and of the pretrained model
 on speaker, language and frame-level phonemes, (4) a short DINO run and speaker verification on
-held-out voices. The report is ``OUT/report.md`` with its PNG plots beside it. Each stage announces
+held-out voices, (5) UnFuSeD on ``synth-speaker``: the DINO teacher's (else fbank's) clusters
+distilled into a small fresh student, fine-tuned on the labels and compared with the same
+student fine-tuned from its random init. The report is ``OUT/report.md`` with its PNG plots beside it. Each stage announces
 itself as it starts, on stderr and in ``OUT/log.txt`` (the stages' own runs log to their folders).
 """
 
@@ -47,6 +49,9 @@ class DemoConfig:
     probe_epochs: int = opt(20, "training epochs of each probe", ge=1)
     pretrain_steps: int = opt(150, "steps of the MT4SSL pretraining stage (0: skip it)", ge=0)
     dino_steps: int = opt(80, "steps of the DINO stage (0: skip it)", ge=0)
+    unfused_epochs: int = opt(
+        8, "epochs of the UnFuSeD stage's distillation and of each fine-tuning (0: skip it)", ge=0
+    )
     select: bool = opt(True, "rank pseudo-labels for speaker and language (method A)")
 
 
@@ -104,7 +109,7 @@ def _run_stages(cfg: DemoConfig, out: Path) -> Path:
         "Every number below comes from this run; its config is `config.yaml` beside this report."
     )
 
-    _stage("1/4", f"corpus, {cfg.minutes:g} minutes of synthetic speech (cached once made)")
+    _stage("1/5", f"corpus, {cfg.minutes:g} minutes of synthetic speech (cached once made)")
     t0 = time.perf_counter()
     cuts, folder, made = corpus_cuts(cfg.minutes, cfg.seed, cfg.cache_dir)
     took = time.perf_counter() - t0
@@ -118,8 +123,11 @@ def _run_stages(cfg: DemoConfig, out: Path) -> Path:
     if cfg.pretrain_steps > 0:
         upstreams["mt4ssl-tiny"] = _pretrain_stage(report, folder / "cuts.jsonl.gz", out, cfg)
     _probes(report, folder / "cuts.jsonl.gz", out, cfg, upstreams)
+    teacher = None
     if cfg.dino_steps > 0:
-        _dino_stage(report, cuts, out, cfg)
+        teacher = _dino_stage(report, cuts, out, cfg)
+    if cfg.unfused_epochs > 0:
+        _unfused_stage(report, folder / "cuts.jsonl.gz", out, cfg, teacher)
     return report.write()
 
 
@@ -137,7 +145,7 @@ def _pretrain_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig)
     from speechssl.report.demo import pretrain_figure
     from speechssl.training import read_metrics
 
-    _stage("2/4", f"MFCC k-means, then MT4SSL pretraining of tiny for {cfg.pretrain_steps} steps")
+    _stage("2/5", f"MFCC k-means, then MT4SSL pretraining of tiny for {cfg.pretrain_steps} steps")
     t0 = time.perf_counter()
     km = fit(
         KmeansFitConfig(cuts=cuts_path, upstream="mfcc", k=50, seed=cfg.seed, out=out / "kmeans")
@@ -197,7 +205,7 @@ def _probes(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig, upstrea
     """Probe every upstream (baselines, and the pretrained model if there is one)."""
     from speechssl.recipes.probe import ProbeConfig, run_probe
 
-    _stage("3/4", f"probes of {', '.join(upstreams)} on {', '.join(DEMO_TASKS)}")
+    _stage("3/5", f"probes of {', '.join(upstreams)} on {', '.join(DEMO_TASKS)}")
     report.heading("3. Probes")
     report.text(
         "Frozen upstreams; `fbank`, `mfcc` and a randomly initialised `tiny` Transformer are "
@@ -276,8 +284,9 @@ def _logmel_pictures(report: Report, cuts, out: Path) -> None:
     report.image(path, "log-mel per language")
 
 
-def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
-    """Stage 4: DINO on 15 voices without labels; verification EER on the 5 voices left out."""
+def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> str:
+    """Stage 4: DINO on 15 voices without labels; verification EER on the 5 voices left out.
+    Returns the DINO run folder (an upstream: its teacher)."""
     import dataclasses
 
     import numpy as np
@@ -294,7 +303,7 @@ def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
     from speechssl.report.demo import dino_figure
     from speechssl.training import read_metrics
 
-    _stage("4/4", f"DINO for {cfg.dino_steps} steps, then speaker verification")
+    _stage("4/5", f"DINO for {cfg.dino_steps} steps, then speaker verification")
     t0 = time.perf_counter()
     cuts = list(cuts)
     voices = sorted({str(get_label(c, "speaker")) for c in cuts})
@@ -359,6 +368,122 @@ def _dino_stage(report: Report, cuts, out: Path, cfg: DemoConfig) -> None:
         "staying at log K (uniform) with the embedding std near 0 would mean collapse."
     )
     report.image(out / "dino.png", "DINO loss and collapse monitors")
+    return str(run)
+
+
+# UnFuSeD stage: the task, the largest k, and the student (the smallest BYOL-A CNN that still
+# learns the speakers of the demo corpus in a few epochs)
+UNFUSED_TASK = "synth-speaker"
+UNFUSED_K = 16
+UNFUSED_STUDENT = {"channels": 16, "blocks": 3, "dim": 128}
+
+
+def _unfused_stage(
+    report: Report, cuts_path: Path, out: Path, cfg: DemoConfig, teacher: str | None
+) -> None:
+    """Stage 5: UnFuSeD on synth-speaker, and the same student fine-tuned from its random init.
+
+    The teacher is the DINO run of stage 4, else fbank. k is ``min(UNFUSED_K, train // 3)``
+    so that a tiny corpus still has clusters of about three utterances. Both stage folders
+    are made afresh (``unfused/``, ``unfused-scratch/``): every number is of this run.
+    """
+    import dataclasses
+
+    import torch
+
+    from speechssl.data.batching import get_label
+    from speechssl.errors import UserError
+    from speechssl.evaluation.tasks import build_task
+    from speechssl.models.registry import save_upstream
+    from speechssl.models.student import build_student
+    from speechssl.models.student_config import ByolaCnnConfig, StudentSection
+    from speechssl.recipes.unfused import (
+        ClusterSection,
+        DistillSection,
+        FinetuneSection,
+        UnfusedConfig,
+        finetune_student,
+        run_unfused,
+    )
+    from speechssl.training import seed_everything
+
+    teacher_name = "the DINO teacher of stage 4 (`dino/`)" if teacher else "`fbank` (no DINO stage)"
+    teacher = teacher or "fbank"
+    epochs = cfg.unfused_epochs
+    _stage("5/5", f"UnFuSeD on {UNFUSED_TASK}: teacher {teacher}, {epochs} epochs per training")
+    report.heading("5. UnFuSeD: a teacher's clusters distilled into a small student")
+    t0 = time.perf_counter()
+    cache = (cfg.cache_dir or cache_root()) / "probe"
+    for name in ("unfused", "unfused-scratch"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    try:
+        task = build_task(UNFUSED_TASK, cuts=cuts_path, cache_dir=cache, seed=cfg.seed)
+        n_train = len(task.splits["train"])
+        k = max(2, min(UNFUSED_K, n_train // 3))
+        ucfg = UnfusedConfig(
+            out=out / "unfused", teacher=teacher, task=UNFUSED_TASK, cuts=cuts_path,
+            split_seed=cfg.seed, cache_dir=cache,
+            cluster=ClusterSection(k=k, seed=cfg.seed),
+            student=StudentSection(kind="byola", byola=ByolaCnnConfig(**UNFUSED_STUDENT)),
+            distill=DistillSection(epochs=epochs, batch_size=32),
+            finetune=FinetuneSection(mode="full", epochs=epochs, batch_size=32),
+        )  # fmt: skip
+        ucfg = dataclasses.replace(
+            ucfg, train=dataclasses.replace(ucfg.train, seed=cfg.seed, log_every=5)
+        )
+        results = run_unfused(ucfg)
+        # the baseline: the very weights stage 3 started from (it seeds, then builds the
+        # student), fine-tuned with the same options, steps and crops
+        with torch.random.fork_rng(devices=[]):
+            seed_everything(ucfg.train.seed)
+            init = save_upstream(build_student(ucfg.student), out / "unfused-scratch" / "init")
+        scratch = finetune_student(ucfg, task, init, out / "unfused-scratch" / "finetune")
+    except UserError as exc:  # a corpus too small for the task's splits or for a batch
+        report.text(f"Not run: {exc}; use more minutes.")
+        return
+    took = time.perf_counter() - t0
+    clusters, student, tuned = results["clusters"], results["student"], results["finetune"]
+    agreement = clusters["agreement"]
+    sizes = clusters["sizes"]
+    voices = len({str(get_label(c, "speaker")) for c in task.splits["train"]})
+    params = results["teacher"]["parameters"]
+    report.text(
+        f"Teacher: {teacher_name}; its utterance embeddings of the {clusters['utterances']} "
+        f"training utterances of `{UNFUSED_TASK}` (no labels read) PCA-whitened to "
+        f"{clusters['dims']} dims, L2-normalised and clustered by k-means with k = {k} "
+        f"(min({UNFUSED_K}, training utterances // 3) = min({UNFUSED_K}, {n_train} // 3): "
+        "about three utterances a cluster or more, even on a tiny corpus). "
+        f"Cluster sizes: {', '.join(str(x) for x in sizes)} (sum {sum(sizes)}). Against the "
+        f"speaker ({voices} voices in training), reported only: NMI {agreement['nmi']:.3f}, purity "
+        f"{agreement['purity']:.3f}."
+    )
+    report.text(
+        f"Student: a fresh BYOL-A CNN ({UNFUSED_STUDENT['channels']} channels, "
+        f"{UNFUSED_STUDENT['blocks']} blocks, {UNFUSED_STUDENT['dim']}-dim embedding, "
+        f"{student['parameters']:,} parameters"
+        + (f"; the teacher has {params:,}" if params else "")
+        + f"), distilled on the pseudo-labels for {epochs} epochs ({student['steps']} SGD "
+        f"steps, deep self-distillation through {student['heads']} block heads), then "
+        f"fine-tuned in full with a new linear classifier on the {tuned['classes']} speakers for "
+        f"{epochs} epochs ({tuned['steps']} Adam steps), selected on dev "
+        f"({tuned['split_sizes'].get('dev', 0)} utterances; the last step without any) and "
+        f"tested once on {tuned['split_sizes']['test']}. Baseline: the same student from the "
+        "same random initial weights, fine-tuned alike (same steps, crops and selection) "
+        f"without the distillation. Both in {took:.0f} s; run folders `unfused/`, "
+        "`unfused-scratch/`."
+    )
+
+    def row(name: str, r: dict) -> list[str]:
+        dev = r.get("dev_accuracy")
+        return [name, str(r["selected_step"]), "-" if dev is None else f"{100 * dev:.1f}",
+                f"{100 * r['test_accuracy']:.1f}"]  # fmt: skip
+
+    report.table(
+        ["student", "selected step", "dev accuracy (%)", "test accuracy (%)"],
+        [row("UnFuSeD: distilled, then fine-tuned", tuned),
+         row("random init, fine-tuned alike", scratch)],
+    )  # fmt: skip
+    report.text(f"Chance is {100 / tuned['classes']:.0f} % ({tuned['classes']} speakers).")
 
 
 def _select_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig) -> None:
@@ -366,7 +491,7 @@ def _select_stage(report: Report, cuts_path: Path, out: Path, cfg: DemoConfig) -
     from speechssl.errors import UserError
     from speechssl.recipes.select import SelectConfig, run_select
 
-    _stage("1b/4", "ranking pseudo-labels for speaker and language (no training)")
+    _stage("1b/5", "ranking pseudo-labels for speaker and language (no training)")
     report.heading("1b. Choosing pseudo-labels without training")
     report.text(
         "Conditional-independence utility (HSIC inside each class, standard mode; lower = the "
