@@ -132,9 +132,16 @@ def _close_at_exit() -> None:
             _close(run_dir, OK, exit_code=0)
 
 
+def write_json(path: Path, obj: Any, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON through a temporary file and a rename, so that a killed process
+    leaves the old file or the new one, never half of one (resume reads these files)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent) + ("\n" if indent is not None else ""))
+    os.replace(tmp, path)
+
+
 def _write_history(run_dir: Path, history: list[dict]) -> None:
-    info = {**history[-1], "invocations": history}
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(run_dir / "run.json", {**history[-1], "invocations": history}, indent=2)
 
 
 def _now() -> str:

@@ -37,6 +37,7 @@ import numpy as np
 
 from speechssl.data.sorted_batches import duration_sorted_batches
 from speechssl.errors import UserError
+from speechssl.runs import write_json
 
 __all__ = ["ShardSet", "ShardWriter", "deal_batches", "ids_hash", "rank_folder"]
 
@@ -70,12 +71,6 @@ def ids_hash(ids: Sequence[str]) -> str:
 
 def rank_folder(folder: str | Path, rank: int, world: int) -> Path:
     return Path(folder) / f"rank-{rank:05d}-of-{world:05d}"
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Any:
@@ -122,7 +117,7 @@ class ShardWriter:
             shutil.rmtree(self.folder)  # shards of another job or cut list: not ours to reuse
             self.folder.mkdir(parents=True)
         if not old.is_file():
-            _write_json(old, job)
+            write_json(old, job)
         # A finished rank writes nothing more: rank 0 may be merging and removing its folder.
         self._readonly = self.complete
         self._resume()
@@ -181,7 +176,7 @@ class ShardWriter:
             np.savez(f, **data)
         os.replace(tmp, self._shard(s, ".npz"))
         entries = [[c, [len(a) for a in arrays]] for c, arrays in self._buf]
-        _write_json(self._shard(s, ".json"), entries)
+        write_json(self._shard(s, ".json"), entries)
         for c, _ in self._buf:
             self._done.add(c)
             self._done_s += self._dur.get(c, 0.0)
@@ -195,7 +190,7 @@ class ShardWriter:
         self._last_progress = now
         done = len(self._done) + len(self._buf)
         done_s = self._done_s + sum(self._dur.get(c, 0.0) for c, _ in self._buf)
-        _write_json(
+        write_json(
             self.folder / PROGRESS,
             {"cuts": done, "seconds": done_s, "total_cuts": self._total,
              "total_seconds": self._total_s},
@@ -212,7 +207,7 @@ class ShardWriter:
         self._flush()
         self._write_progress(force=True)
         if len(self._done) >= self._total and not self.complete:
-            _write_json(self.folder / DONE, {"num_shards": self._num_shards})
+            write_json(self.folder / DONE, {"num_shards": self._num_shards})
         return self.complete
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from speechssl.errors import UserError
+from speechssl.runs import write_json
 
 __all__ = [
     "KmeansLabels",
@@ -121,12 +122,6 @@ def _label_dtype(k: int) -> np.dtype:
     return np.dtype(np.int16) if k <= np.iinfo(np.int16).max else np.dtype(np.int32)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
@@ -169,7 +164,7 @@ class LabelWriter:
         if info_path.is_file():
             self._resume(_read_json(info_path, "label set info"))
         else:
-            _write_json(info_path, {"format": FORMAT_VERSION, **info.to_dict()})
+            write_json(info_path, {"format": FORMAT_VERSION, **info.to_dict()})
 
     def _resume(self, stored: dict[str, Any]) -> None:
         old = LabelSetInfo.from_dict(stored)
@@ -247,7 +242,7 @@ class LabelWriter:
             entries.append([cut_id, offset, n])
             self._index[cut_id] = (s, offset, n)
             offset += n
-        _write_json(self._shard(s, ".json"), entries)
+        write_json(self._shard(s, ".json"), entries)
         self._num_shards += 1
         self._buf, self._buf_ids, self._buf_len = [], [], 0
         self._buf_names = set()
@@ -268,7 +263,7 @@ class LabelWriter:
             )
         if len(self._index) == self.info.num_cuts and not self.complete:
             index = {c: list(v) for c, v in self._index.items()}
-            _write_json(
+            write_json(
                 self.folder / INDEX,
                 {"format": FORMAT_VERSION, "num_shards": self._num_shards, "cuts": index},
             )

@@ -52,7 +52,7 @@ from speechssl.config import opt, to_dict
 from speechssl.errors import UserError
 from speechssl.evaluation.task_presets import PRESETS
 from speechssl.models.student_config import StudentSection
-from speechssl.runs import probe_cache_dir, start_run
+from speechssl.runs import probe_cache_dir, start_run, write_json
 from speechssl.training.train_config import TrainConfig
 
 # The configs import nothing heavy (a command's --help reads them); the wiring below imports
@@ -164,13 +164,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write through a temporary file, so a killed run leaves no half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _fingerprint(*parts: Any) -> str:
     """A short hash of what a stage was made from (arrays by their bytes, the rest as JSON)."""
     import hashlib
@@ -199,7 +192,7 @@ def _check_made_from(folder: Path, fingerprint: str, what: str) -> None:
             )
         return
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(path, {"fingerprint": fingerprint})
+    write_json(path, {"fingerprint": fingerprint}, indent=2)
 
 
 def _with_label(cut, name: str, value: Any):
@@ -297,7 +290,7 @@ def teacher_embeddings(cfg: UnfusedConfig, cuts: list, folder: Path):
     info = {"upstream": cfg.teacher, "teacher_id": teacher_id, "layer": layer_name,
             "dim": int(emb.shape[1]), "utterances": len(ids),
             "parameters": count_parameters(model)}  # fmt: skip
-    _write_json(meta, info)
+    write_json(meta, info, indent=2)
     log.info("stage 1: %d teacher embeddings of dim %d -> %s", len(ids), emb.shape[1], npz)
     return emb, info
 
@@ -352,7 +345,7 @@ def pseudo_labels(cfg: UnfusedConfig, cuts: list, emb, folder: Path, label: str 
         info["agreement"] = {"label": label} | label_agreement(
             labels, [get_label(x, label) for x in cuts]
         )
-    _write_json(meta, info)  # last: its presence marks the stage complete
+    write_json(meta, info, indent=2)  # last: its presence marks the stage complete
     log.info("stage 2: k=%d on %d utterances (whitened to %d dims), sizes %s", c.k, len(cuts),
              result.whitening.dims, sizes)  # fmt: skip
     return load_cuts(cut_path), info
@@ -425,7 +418,7 @@ def distill_student(
     last = trainer.fit()
     info = {"kind": cfg.student.kind, "parameters": n_student, "heads": len(model.heads),
             "steps": steps, "checkpoint": str(last or find_latest(folder / "checkpoints"))}  # fmt: skip
-    _write_json(done, info)
+    write_json(done, info, indent=2)
     return info
 
 
@@ -477,7 +470,7 @@ class _DevSelection:
             save_file(state, str(tmp))
             tmp.replace(self.folder / "model.safetensors")
             self.best = {"step": step, "dev_accuracy": acc}
-            _write_json(self.folder / "best.json", self.best)
+            write_json(self.folder / "best.json", self.best, indent=2)
         return {"dev_acc": acc, "best_dev_acc": self.best["dev_accuracy"],
                 "monitor_seconds": time.perf_counter() - start}  # fmt: skip
 
@@ -547,7 +540,7 @@ def finetune_student(cfg: UnfusedConfig, task, student: Path, folder: Path) -> d
         results |= {"selection": "last step (no dev split)", "selected_step": steps}
     model.eval()
     results["test_accuracy"] = _accuracy(model, test, labels, task.label, device)
-    _write_json(results_path, results)
+    write_json(results_path, results, indent=2)
     return results
 
 
@@ -568,5 +561,5 @@ def run_unfused(cfg: UnfusedConfig) -> dict:
     if cfg.finetune.mode != "none":
         results["finetune"] = finetune_student(cfg, task, run_dir / "student", run_dir / "finetune")
     results["config"] = to_dict(cfg)
-    _write_json(run_dir / "results.json", results)
+    write_json(run_dir / "results.json", results, indent=2)
     return results
