@@ -149,6 +149,8 @@ def corpus(tmp_path_factory):
     return cuts, save_upstream(enc, d / "ecapa"), labelled
 
 
+# the ranks run one thread each (clean_env); so must the reference, or float sums differ
+@pytest.mark.usefixtures("one_thread")
 def test_jobs_on_two_ranks_equal_one_process(corpus, tmp_path):
     from speechssl.data.manifest import load_cuts
     from speechssl.evaluation.features import extract_features
@@ -195,6 +197,7 @@ def test_jobs_on_two_ranks_equal_one_process(corpus, tmp_path):
     assert s2["ranking"] == s1["ranking"]  # HSIC values, intervals, p-values: exactly
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_label_as_two_nodes_from_the_cli(corpus, tmp_path):
     from speechssl.kmeans.labels import KmeansLabels
     from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig, fit, label
