@@ -10,6 +10,17 @@ import soundfile as sf
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# A two-block transformers HuBERT / wav2vec2 config small enough for a test (hf_export, hub).
+HF_TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_dim=[16] * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=16,
+    layer_norm_eps=1e-5,
+)
 
 
 def write_audio(path: Path, seconds: float = 0.5, sr: int = 16000, channels: int = 1, freq=220.0):

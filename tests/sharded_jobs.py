@@ -1,6 +1,8 @@
 """Run under torchrun by tests/test_sharded.py: the per-cut jobs on every rank, one process group.
 
-torchrun --nproc-per-node 2 tests/sharded_jobs.py CUTS ENCODER OUT
+torchrun --nproc-per-node 2 tests/sharded_jobs.py CUTS ENCODER LABELLED VOICED OUT
+
+VOICED: LABELLED less its cut too short for a frame (the probe refuses those).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from speechssl.models.registry import load_upstream
 from speechssl.recipes.assess import AssessConfig, run_assess
 from speechssl.recipes.embed import EmbedConfig, run_embed
 from speechssl.recipes.kmeans_jobs import KmeansFitConfig, KmeansLabelConfig, fit, label
+from speechssl.recipes.probe import ProbeConfig, run_probe
 from speechssl.recipes.select import SelectConfig, run_select
 
 
-def main(cuts: Path, encoder: Path, labelled: Path, out: Path) -> None:
+def main(cuts: Path, encoder: Path, labelled: Path, voiced: Path, out: Path) -> None:
     fit(KmeansFitConfig(cuts=cuts, out=out / "km", k=4, max_frames=300, n_iter=5, batch_size=2))
     label(KmeansLabelConfig(kmeans=out / "km", cuts=cuts, out=out / "lab", batch_size=2))
     run_embed(EmbedConfig(upstream=str(encoder), cuts=cuts, out=out / "emb.npz", batch_size=3))
@@ -38,7 +41,10 @@ def main(cuts: Path, encoder: Path, labelled: Path, out: Path) -> None:
     # 2 s of padded audio per batch: several batches to deal, of different sizes
     run_select(SelectConfig(cuts=labelled, label="speaker", out=out / "select", permutations=20,
                             frames=10, batch_seconds=2.0))  # fmt: skip
+    # the probe: every rank extracts features into the cache, rank 0 trains and writes
+    run_probe(ProbeConfig(upstream="tiny", cuts=voiced, label="speaker", split_by="utterance",
+                          seeds=[0], epochs=3, out=out / "probe", cache_dir=out / "pcache"))  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(*(Path(a) for a in sys.argv[1:5]))
+    main(*(Path(a) for a in sys.argv[1:6]))

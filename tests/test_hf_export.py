@@ -13,6 +13,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from conftest import HF_TINY  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
@@ -30,16 +31,6 @@ from speechssl.recipes.pretrain import PretrainConfig, build_trainer  # noqa: E4
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(dim=32, layers=2, heads=4, ffn_dim=64, conv_dim=16, conv_pos_kernel=16)
-HF_TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    conv_dim=[16] * 7,
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=16,
-    layer_norm_eps=1e-5,
-)
 
 
 def _encoder(frontend: str = "waveform", seed: int = 0) -> FrameTransformer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import HF_TINY
 
 from speechssl.hub import HubUpstream, upstream
 from speechssl.models.registry import save_upstream
@@ -46,16 +47,7 @@ def test_hub_forward_pads_and_equals_each_utterance_alone(tmp_path):
 def test_hub_reads_a_transformers_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.HubertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=[16] * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-    )
-    hf = transformers.HubertModel(config).eval()
+    hf = transformers.HubertModel(transformers.HubertConfig(**HF_TINY)).eval()
     hf.save_pretrained(str(tmp_path))
     wave = _waves()[0]
     with torch.no_grad():

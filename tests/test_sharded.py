@@ -146,7 +146,9 @@ def corpus(tmp_path_factory):
     write_audio(d / "wav" / "short.wav", seconds=0.01)  # too short for a frame: dropped, counted
     rows.append(Row(d / "wav" / "short.wav", {"speaker": "a"}))
     labelled = save_cuts(build_cutset(rows, progress=False, workers=1)[0], d / "lab.jsonl.gz")
-    return cuts, save_upstream(enc, d / "ecapa"), labelled
+    voiced = CutSet.from_cuts(c for c in CutSet.from_file(labelled) if c.duration > 0.1)
+    voiced = save_cuts(voiced, d / "voiced.jsonl.gz")
+    return cuts, save_upstream(enc, d / "ecapa"), labelled, voiced
 
 
 # the ranks run one thread each (clean_env); so must the reference, or float sums differ
@@ -157,16 +159,16 @@ def test_jobs_on_two_ranks_equal_one_process(corpus, tmp_path):
     from speechssl.indicators.rows import read_indicator_rows
     from speechssl.kmeans.labels import KmeansLabels
 
-    cuts, enc, labelled = corpus
+    cuts, enc, labelled, voiced = corpus
     cmd = [*TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(free_port()), str(DRIVER), str(cuts), str(enc), str(labelled),
-           str(tmp_path / "two")]  # fmt: skip
+           str(voiced), str(tmp_path / "two")]  # fmt: skip
     subprocess.run(cmd, check=True, env=clean_env(), timeout=120)
     # the same jobs in this (one) process
     sys.path.insert(0, str(DRIVER.parent))
     from sharded_jobs import main
 
-    main(cuts, enc, labelled, tmp_path / "one")
+    main(cuts, enc, labelled, voiced, tmp_path / "one")
     two, one = tmp_path / "two", tmp_path / "one"
     k2, k1 = (
         json.loads((two / "km/kmeans.json").read_text()),
@@ -195,6 +197,10 @@ def test_jobs_on_two_ranks_equal_one_process(corpus, tmp_path):
     s1 = json.loads((one / "select/selection.json").read_text())
     assert s2["counts"] == s1["counts"] and s1["counts"]["too_short"] == 1
     assert s2["ranking"] == s1["ranking"]  # HSIC values, intervals, p-values: exactly
+    p2, p1 = (json.loads((d / "probe/results.json").read_text()) for d in (two, one))
+    assert p2["split_sizes"] == p1["split_sizes"] and sum(p1["split_sizes"].values()) == 12
+    assert p2["per_seed"] == p1["per_seed"]  # probes trained on features the two ranks shared
+    assert "merging the shards of 2 ranks" in (two / "probe/log.txt").read_text()
 
 
 @pytest.mark.usefixtures("one_thread")

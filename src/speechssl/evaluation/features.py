@@ -287,9 +287,7 @@ def _save_shards(
     counts = np.array([lengths[c.id][0] for c in cuts], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     where = {c.id: i for i, c in enumerate(cuts)}
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _temp_folder(folder)
     layers: list[np.ndarray] = []
     for cut_id, frames in shards:
         if not layers:
@@ -304,36 +302,42 @@ def _save_shards(
             arr[offsets[i] : offsets[i + 1]] = f
     for arr in layers:
         arr.flush()
-    np.save(tmp / "offsets.npy", offsets)
-    meta = {
-        "upstream": upstream_id,
-        "cut_ids": [c.id for c in cuts],
-        "num_layers": len(layers),
-        "hidden_dim": int(layers[0].shape[1]),
-        "frame_rate": frame_rate,
-    }
+    meta = _meta(upstream_id, [c.id for c in cuts], len(layers), layers[0].shape[1], frame_rate)
     del layers
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    _publish(tmp, folder, offsets, meta)
 
 
 def _save(feats: LayerFeatures, folder: Path, upstream_id: str) -> None:
     """Write into a temporary folder and rename it, so a killed run leaves no half cache."""
+    tmp = _temp_folder(folder)
+    for k, arr in enumerate(feats.layers):
+        np.save(tmp / f"layer-{k:02d}.npy", arr)
+    meta = _meta(upstream_id, feats.cut_ids, feats.num_layers, feats.hidden_dim, feats.frame_rate)
+    _publish(tmp, folder, feats.offsets, meta)
+
+
+def _temp_folder(folder: Path) -> Path:
+    """An empty folder beside ``folder``, private to this process."""
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.save(tmp / "offsets.npy", feats.offsets)
-    for k, arr in enumerate(feats.layers):
-        np.save(tmp / f"layer-{k:02d}.npy", arr)
-    meta = {
+    return tmp
+
+
+def _meta(upstream_id: str, cut_ids, num_layers: int, hidden_dim: int, frame_rate: float):
+    return {
         "upstream": upstream_id,
-        "cut_ids": feats.cut_ids,
-        "num_layers": feats.num_layers,
-        "hidden_dim": feats.hidden_dim,
-        "frame_rate": feats.frame_rate,
+        "cut_ids": list(cut_ids),
+        "num_layers": num_layers,
+        "hidden_dim": int(hidden_dim),
+        "frame_rate": frame_rate,
     }
+
+
+def _publish(tmp: Path, folder: Path, offsets: np.ndarray, meta: dict) -> None:
+    """Offsets and meta.json into ``tmp`` (the layers are there), then ``tmp`` becomes
+    ``folder``: a reader sees the whole cache or none."""
+    np.save(tmp / "offsets.npy", offsets)
     (tmp / "meta.json").write_text(json.dumps(meta))
     if folder.exists():
         shutil.rmtree(folder)
