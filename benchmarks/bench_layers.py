@@ -20,6 +20,7 @@ import torch
 from bench_mt4ssl import metric_of, probe
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 
+from speechssl.evaluation.ctc_probe import CtcTraining
 from speechssl.training import read_metrics
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--layers", default="0,1,2,3,4,5,6")
     ap.add_argument("--tasks", default="so762-phones,fsdd-digit,ravdess-speaker")
     ap.add_argument("--probe-epochs", type=int, default=20)
-    ap.add_argument("--ctc-epochs", type=int, default=12)
+    ap.add_argument("--ctc-epochs", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-root", type=Path, default=DATA_ROOT)
     ap.add_argument("--work", type=Path, default=Path("runs/evidence-layers"))
@@ -75,7 +76,7 @@ def main() -> None:
         f"- Load average at the end: {load_average()}",
         f"- Upstreams: {', '.join(f'{n} = {u}' for u, n in zip(ups, labels, strict=True))}",
         f"- Probes (seed 0, one layer each): so762-phones CTC context head {args.ctc_epochs} "
-        f"epochs (PER %, lower is better); utterance tasks linear on mean+std pooling, "
+        f"epochs, batch {CtcTraining.batch_size}, lr {CtcTraining.lr:g} (PER %, lower is better); utterance tasks linear on mean+std pooling, "
         f"{args.probe_epochs} epochs (accuracy %)",
         "",
         "| upstream | layer | " + " | ".join(tasks) + " | pretext (nearest logged step) |",

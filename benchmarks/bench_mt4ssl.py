@@ -35,6 +35,7 @@ from common import DATA_ROOT, RESULTS, header, load_average, write_result
 from speechssl.config import build
 from speechssl.data.batching import get_label
 from speechssl.data.manifest import save_cuts
+from speechssl.evaluation.ctc_probe import CtcTraining
 from speechssl.evaluation.tasks import build_task, preset_cuts
 from speechssl.recipes.pretrain import PretrainConfig, run_pretrain
 from speechssl.recipes.probe import ProbeConfig, run_probe
@@ -90,15 +91,18 @@ def probe(
     ctc_epochs: int,
     layer: int | None = None,
 ) -> float:
-    """Test accuracy or PER (%) of one probe (seed 0); a finished probe is read back."""
+    """Test accuracy or PER (%) of one probe (seed 0); a finished probe with the same
+    upstream and training settings is read back."""
     done = out / "results.json"
-    key = metric_of(task)
+    key, ctc = metric_of(task), task == PR_TASK
     if done.is_file():  # resumable: a probe that finished is not run again
         result = json.loads(done.read_text())
-        if result.get("upstream") == upstream:
+        trained = (ctc_epochs if ctc else epochs) == result["config"]["epochs"] and (
+            not ctc or result.get("training") == vars(CtcTraining(epochs=ctc_epochs)))  # fmt: skip
+        same = result.get("upstream") == upstream and trained
+        if same:
             return 100 * result["summary"][key]["mean"] if key == "accuracy" else (
                 result["summary"][key]["mean"])  # fmt: skip
-    ctc = task == PR_TASK
     cfg = ProbeConfig(
         upstream=upstream,
         out=out,
@@ -153,7 +157,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="shipped names or YAML paths")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--probe-epochs", type=int, default=20)
-    ap.add_argument("--ctc-epochs", type=int, default=20, help="epochs of the PR probe")
+    ap.add_argument("--ctc-epochs", type=int, default=40, help="epochs of the PR probe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--report-only",
@@ -223,7 +227,7 @@ def main() -> None:
         f"overridden: steps {args.steps or 'config'}, batch {args.batch_duration or 'config'} s),"
         f" seeds {seeds}; checkpoints probed every {args.probe_every} steps",
         f"- Probes (probe seed 0): {PR_TASK}: CTC, context head, {args.ctc_epochs} epochs, "
-        f"dev-selected epoch; utterance tasks: linear on mean+std pooling, {args.probe_epochs} "
+        f"batch {CtcTraining.batch_size}, lr {CtcTraining.lr:g}, dev-selected epoch; utterance tasks: linear on mean+std pooling, {args.probe_epochs} "
         "epochs; learnable layer weights; test split. fsdd-digit: official split; "
         "ravdess-speaker: utterances within speakers; ravdess-emotion and so762-phones: "
         "unseen speakers.",

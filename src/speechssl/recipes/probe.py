@@ -70,10 +70,10 @@ class ProbeConfig:
     epochs: int | None = opt(
         None, "training epochs, early stopping on dev (default 30; ctc 40)", ge=1
     )
-    lr: float | None = opt(None, "Adam learning rate (default 1e-3; ctc 5e-3)", gt=0)
+    lr: float | None = opt(None, "Adam learning rate (default 1e-3; ctc 2e-3)", gt=0)
     batch_size: int | None = opt(
         None,
-        "batch size: utterances (default 64; ctc 16), or frames x 16 for frame tasks",
+        "batch size: utterances (default 64; ctc 4), or frames x 16 for frame tasks",
         ge=1,
     )
     cache_dir: Path = opt(
