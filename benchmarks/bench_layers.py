@@ -76,8 +76,9 @@ def main() -> None:
         f"- Load average at the end: {load_average()}",
         f"- Upstreams: {', '.join(f'{n} = {u}' for u, n in zip(ups, labels, strict=True))}",
         f"- Probes (seed 0, one layer each): so762-phones CTC context head {args.ctc_epochs} "
-        f"epochs, batch {CtcTraining.batch_size}, lr {CtcTraining.lr:g} (PER %, lower is better); utterance tasks linear on mean+std pooling, "
-        f"{args.probe_epochs} epochs (accuracy %)",
+        f"epochs, batch {CtcTraining.batch_size}, lr {CtcTraining.lr:g} (PER %, lower is "
+        f"better); utterance tasks linear on mean+std pooling, {args.probe_epochs} epochs "
+        "(accuracy %)",
         "",
         "| upstream | layer | " + " | ".join(tasks) + " | pretext (nearest logged step) |",
         "|---|---:|" + "---:|" * len(tasks) + "---|",

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 
-from speechssl.config import build
+from speechssl.config import build, to_dict
 from speechssl.data.batching import get_label
 from speechssl.data.manifest import save_cuts
 from speechssl.evaluation.ctc_probe import CtcTraining
@@ -92,17 +92,8 @@ def probe(
     layer: int | None = None,
 ) -> float:
     """Test accuracy or PER (%) of one probe (seed 0); a finished probe with the same
-    upstream and training settings is read back."""
-    done = out / "results.json"
+    options and CTC training settings is read back (resumable)."""
     key, ctc = metric_of(task), task == PR_TASK
-    if done.is_file():  # resumable: a probe that finished is not run again
-        result = json.loads(done.read_text())
-        trained = (ctc_epochs if ctc else epochs) == result["config"]["epochs"] and (
-            not ctc or result.get("training") == vars(CtcTraining(epochs=ctc_epochs)))  # fmt: skip
-        same = result.get("upstream") == upstream and trained
-        if same:
-            return 100 * result["summary"][key]["mean"] if key == "accuracy" else (
-                result["summary"][key]["mean"])  # fmt: skip
     cfg = ProbeConfig(
         upstream=upstream,
         out=out,
@@ -114,6 +105,16 @@ def probe(
         cache_dir=cache / "probe",
         data_root=data_root,
     )
+    done = out / "results.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+        # the library's CTC defaults are not options: a changed default must re-probe too
+        training = vars(CtcTraining(epochs=ctc_epochs)) if ctc else None
+        if result["config"] == json.loads(json.dumps(to_dict(cfg))) and (
+            result.get("training") == training
+        ):
+            value = result["summary"][key]["mean"]
+            return value if ctc else 100 * value
     result = run_probe(cfg)
     value = result["summary"][key]["mean"]
     return value if ctc else 100 * value
@@ -227,10 +228,10 @@ def main() -> None:
         f"overridden: steps {args.steps or 'config'}, batch {args.batch_duration or 'config'} s),"
         f" seeds {seeds}; checkpoints probed every {args.probe_every} steps",
         f"- Probes (probe seed 0): {PR_TASK}: CTC, context head, {args.ctc_epochs} epochs, "
-        f"batch {CtcTraining.batch_size}, lr {CtcTraining.lr:g}, dev-selected epoch; utterance tasks: linear on mean+std pooling, {args.probe_epochs} "
-        "epochs; learnable layer weights; test split. fsdd-digit: official split; "
-        "ravdess-speaker: utterances within speakers; ravdess-emotion and so762-phones: "
-        "unseen speakers.",
+        f"batch {CtcTraining.batch_size}, lr {CtcTraining.lr:g}, dev-selected epoch; utterance "
+        f"tasks: linear on mean+std pooling, {args.probe_epochs} epochs; learnable layer "
+        "weights; test split. fsdd-digit: official split; ravdess-speaker: utterances within "
+        "speakers; ravdess-emotion and so762-phones: unseen speakers.",
         f"- Units: {units}",
         "- Caveat: the pool includes the utterance tasks' audio and the PR train/dev audio "
         "(no labels).",
