@@ -33,6 +33,7 @@ from speechssl.recipes.unfused import (
     DistillSection,
     FinetuneSection,
     UnfusedConfig,
+    labelled_subset,
     run_unfused,
     teacher_embeddings,
 )
@@ -215,6 +216,7 @@ def test_end_to_end_writes_every_stage_and_a_rerun_skips_them(corpus, tmp_path):
     # stage 4: selected on dev, tested once
     f = r["finetune"]
     assert f["selection"] == "dev" and 0 <= f["test_accuracy"] <= 1
+    assert f["label_fraction"] == 1.0 and f["labelled"] == train_n
     assert (
         json.loads((out / "finetune" / "best" / "best.json").read_text())["step"]
         == f["selected_step"]
@@ -269,6 +271,22 @@ def test_a_teacher_without_embedding_needs_a_layer(corpus, tmp_path):
     cfg.teacher_layer = 1
     with pytest.raises(UserError, match="hidden states 0..0"):
         teacher_embeddings(cfg, cuts, tmp_path / "fb2" / "teacher")
+
+
+def test_labelled_subset_is_stratified_seeded_and_keeps_every_class(corpus):
+    root, _ = corpus
+    cuts = list(load_cuts(root / "cuts.jsonl.gz"))  # 8 utterances of tone 0, 8 of tone 1
+    assert labelled_subset(cuts, "tone", 1.0, 0) == cuts
+    for fraction, per_class in ((0.25, 2), (0.5, 4), (0.1, 1), (0.01, 1)):  # round, at least 1
+        sub = labelled_subset(cuts, "tone", fraction, seed=0)
+        tones = [get_label(c, "tone") for c in sub]
+        assert tones.count("0") == tones.count("1") == per_class
+        positions = [cuts.index(c) for c in sub]
+        assert positions == sorted(positions)  # a subset, in the original order
+    draws = {tuple(c.id for c in labelled_subset(cuts, "tone", 0.25, s)) for s in range(6)}
+    assert len(draws) > 1 and labelled_subset(cuts, "tone", 0.25, 3) == labelled_subset(
+        cuts, "tone", 0.25, 3
+    )
 
 
 def _cli(corpus, out, *extra):

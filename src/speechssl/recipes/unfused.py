@@ -24,7 +24,8 @@ from its last checkpoint):
 4. ``finetune/``: the student with a new linear classifier on the true labels, all of it
    (``full``) or the classifier alone (``linear``); Adam lr 1e-3 on 1 s crops. The weights
    with the best dev accuracy are kept (``finetune/best/``) and tested once: selection on dev,
-   never on test.
+   never on test. ``--finetune.label-fraction 0.1`` trains on a stratified 10 % of the
+   training labels (the low-resource setting); dev and test stay whole.
 
 By default only the task's training split is clustered and distilled on (``--cluster.on``),
 so no dev or test audio is seen before stage 4. Without ``--label``/``--task`` only stages 1-3
@@ -65,6 +66,7 @@ __all__ = [
     "UnfusedConfig",
     "distill_student",
     "finetune_student",
+    "labelled_subset",
     "pseudo_labels",
     "run_unfused",
     "teacher_embeddings",
@@ -111,6 +113,9 @@ class FinetuneSection:
     batch_size: int = opt(32, "crops per step (at most the number of training cuts)", ge=2)
     crop_seconds: float = opt(1.0, "random training crop (s); shorter cuts are kept whole", gt=0)
     eval_every: int | None = opt(None, "steps between dev evaluations (none: once per epoch)", ge=1)
+    label_fraction: float = opt(
+        1.0, "labelled share of the training split (stratified, seeded by train.seed)", gt=0, le=1
+    )
 
 
 def _distill_train() -> TrainConfig:
@@ -442,6 +447,28 @@ def _accuracy(model, cuts, labels, field: str, device) -> float:
     return float((logits.argmax(1) == truth).float().mean())
 
 
+def labelled_subset(cuts: list, label: str, fraction: float, seed: int) -> list:
+    """A stratified share ``fraction`` of ``cuts``: per class ``round(fraction * n)`` utterances
+    (at least one), drawn with ``seed``; ``cuts``' order is kept. The low-resource setting of
+    the evidence (10 % of the labels); dev and test are never subsampled."""
+    import numpy as np
+
+    from speechssl.data.batching import get_label
+
+    if fraction >= 1.0:
+        return list(cuts)
+    by_class: dict[Any, list[int]] = {}
+    for i, c in enumerate(cuts):
+        by_class.setdefault(get_label(c, label), []).append(i)
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for value in sorted(by_class, key=str):
+        idx = by_class[value]
+        n = max(1, round(fraction * len(idx)))
+        keep += rng.choice(idx, size=n, replace=False).tolist()
+    return [cuts[i] for i in sorted(keep)]
+
+
 class _DevSelection:
     """Trainer monitor: dev accuracy every ``every`` steps; the best weights (first of
     equals) are written to ``folder`` (``model.safetensors``, ``best.json``)."""
@@ -499,6 +526,7 @@ def finetune_student(cfg: UnfusedConfig, task, student: Path, folder: Path) -> d
     f, t = cfg.finetune, cfg.train
     train, dev, test = (list(task.splits.get(n) or []) for n in ("train", "dev", "test"))
     labels = LabelEncoder(task.label, [get_label(c, task.label) for c in train])
+    train = labelled_subset(train, task.label, f.label_fraction, t.seed)
     torch.manual_seed(t.seed)
     model = FinetuneModel(load_upstream(student), len(labels))
     if f.mode == "linear":
@@ -531,7 +559,8 @@ def finetune_student(cfg: UnfusedConfig, task, student: Path, folder: Path) -> d
     trainer.fit()
     device = next(model.parameters()).device
     results: dict[str, Any] = {"mode": f.mode, "steps": steps, "classes": len(labels),
-                               "split_sizes": {n: len(s) for n, s in task.splits.items()}}  # fmt: skip
+                               "split_sizes": {n: len(s) for n, s in task.splits.items()},
+                               "label_fraction": f.label_fraction, "labelled": len(train)}  # fmt: skip
     if monitor is not None and monitor.best is not None:
         model.load_state_dict(load_file(str(best / "model.safetensors"), device=str(device)))
         results |= {"selection": "dev", "selected_step": monitor.best["step"],
