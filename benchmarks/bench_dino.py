@@ -1,202 +1,182 @@
-"""Method D at our scale: DINO (no labels) vs a supervised AAM baseline, transferred to speaker
-verification and emotion, staged vs all-at-once fine-tuning, two chunk lengths, augmentation.
+"""Method D at our scale: the shipped DINO recipe vs a random ECAPA and a supervised AAM
+baseline of the same shape, frozen and transferred, over seeds.
 
-Speakers are held out of all training: the RAVDESS speakers of the emotion task's dev and test
-splits (speaker split, seed 0) and all of librispeech-10spk. DINO trains without labels on the
-RAVDESS training speakers; the supervised baseline trains on the same cuts with their
-speaker labels. FSDD is left out of training: its digits (0.3-0.8 s) are far shorter than
-any crop, so every crop would be the same word tiled. Every stage is resumable: finished runs
-are reused.
+Frozen: each encoder's utterance embedding, cosine-scored on held-out speakers (the RAVDESS
+speakers of the emotion task's dev and test splits, speaker split seed 0, and all of
+librispeech-10spk) -> ``dino.json``, rows {encoder, seed, eval_set, eer, min_dcf}. Transfer
+(the paper's study): emotion (ravdess-emotion, unseen speakers) with staged vs all-at-once
+fine-tuning, 2 s vs 4 s chunks, with and without augmentation; speaker verification after
+fine-tuning on the RAVDESS training speakers' labels -> ``dino-transfer.json``.
 
-    python benchmarks/bench_dino.py --work runs/evidence-dino
+Training pool (DINO without labels, the supervised baseline with speaker labels): RAVDESS
+training speakers + speechocean762, the pool ``speech`` of ``bench_dino_recipe.py``. Every
+run is resumable and finished ones are reused; the report is rewritten after each stage.
+
+    python benchmarks/bench_dino.py --seeds 0 1
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 
 import torch
+from bench_dino_recipe import POOL_NOTE, prepare, random_twin, score, train_run
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
-from lhotse import CutSet
 
 from speechssl.audio.augment_config import AugmentConfig
-from speechssl.config import build
-from speechssl.data.batching import get_label
 from speechssl.data.manifest import load_cuts, save_cuts
-from speechssl.evaluation.tasks import build_task, preset_cuts
-from speechssl.evaluation.verification import embed_cuts, score_speakers
-from speechssl.models.registry import build_model, load_upstream, save_upstream
-from speechssl.recipes.dino import DinoConfig, run_dino
+from speechssl.evaluation.tasks import preset_cuts
 from speechssl.recipes.finetune import FinetuneConfig, run_finetune
-from speechssl.recipes.supervised import SupervisedConfig, run_supervised
-from speechssl.training import read_metrics
-from speechssl.training.checkpoint import find_latest
+
+# (name, task kwargs, fine-tuning kwargs, encoders it runs on)
+EMO = {"task": "ravdess-emotion"}
+TRANSFER = [
+    ("emotion staged 2 s", EMO, {"strategy": "staged", "chunk_seconds": 2.0}, "all"),
+    ("emotion all-at-once 2 s", EMO, {"strategy": "all", "chunk_seconds": 2.0}, "dino"),
+    ("emotion staged 4 s", EMO, {"strategy": "staged", "chunk_seconds": 4.0}, "dino"),
+    (
+        "emotion staged 2 s + aug",
+        EMO,
+        {"strategy": "staged", "chunk_seconds": 2.0, "augment": AugmentConfig()},
+        "dino",
+    ),  # fmt: skip
+    ("SV staged", {}, {"strategy": "staged"}, "all"),
+    ("SV all-at-once", {}, {"strategy": "all"}, "dino"),
+]
 
 
-def prepare(work: Path, data_root: Path, cache: Path) -> tuple[Path, Path, Path, set[str]]:
-    """(training cuts, ravdess cuts, librispeech cuts, held-out ravdess speakers)."""
-    emo = build_task("ravdess-emotion", data_root=data_root, cache_dir=cache, seed=0)
-    held = {str(get_label(c, "speaker")) for n in ("dev", "test") for c in emo.splits[n]}
-    rav, libri = work / "ravdess.jsonl.gz", work / "librispeech.jsonl.gz"
-    train = work / "train.jsonl.gz"
-    if not train.is_file():
-        ravdess = preset_cuts("ravdess", data_root, cache).to_eager()
-        save_cuts(ravdess, rav)
-        save_cuts(preset_cuts("librispeech-10spk", data_root, cache).to_eager(), libri)
-        keep = [c for c in ravdess if str(get_label(c, "speaker")) not in held]
-        save_cuts(CutSet.from_cuts(keep), train)
-    return train, rav, libri, held
+def finetune(args, name: str, upstream: Path, seed: int, task: dict, ft: dict) -> float:
+    """Accuracy % (emotion) or EER % (SV) of one fine-tuning run, reused when finished."""
+    out = args.work / "ft" / f"{name.replace(' ', '-').replace('+', 'aug')}-seed{seed}"
+    if not task:  # SV: train on the RAVDESS training speakers' labels, score held-out ones
+        task = {"cuts": args.work / "ravdess.jsonl.gz", "label": "speaker",
+                "split_by": "speaker", "eval": "verify"}  # fmt: skip
+    if not (out / "results.json").is_file():
+        cfg = FinetuneConfig(
+            upstream=str(upstream), out=out, epochs=args.ft_epochs, batch_size=32, lr=2e-3,
+            seed=seed, data_root=args.data_root, cache_dir=args.work / "cache", num_workers=1,
+            resume=True, **task, **ft,
+        )  # fmt: skip
+        run_finetune(cfg)
+    r = json.loads((out / "results.json").read_text())
+    return 100 * (r["eer"] if "eer" in r else r["accuracy"])
 
 
-def trained(run: Path, steps: int) -> bool:
-    latest = find_latest(run / "checkpoints")
-    return latest is not None and int(latest.name.split("-")[1]) >= steps
-
-
-def sv_eer(upstream: str, cuts: list) -> float:
-    model = load_upstream(upstream)
-    speakers = [str(get_label(c, "speaker")) for c in cuts]
-    return 100 * score_speakers(embed_cuts(model, cuts), speakers, seed=0)["eer"]
-
-
-def finetune(work: Path, name: str, upstream: str, args, **kw) -> dict:
-    out = work / "ft" / name
-    if (out / "results.json").is_file():
-        return json.loads((out / "results.json").read_text())
-    cfg = FinetuneConfig(
-        upstream=upstream, out=out, epochs=args.ft_epochs, batch_size=32, lr=2e-3,
-        data_root=args.data_root, cache_dir=args.work / "cache", num_workers=1, **kw,
-    )  # fmt: skip
-    return run_finetune(cfg)
+def mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.1f}" if values else "-"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=Path("runs/evidence-dino"))
-    ap.add_argument("--dino-steps", type=int, default=300)
-    ap.add_argument("--global-seconds", type=float, default=2.0)
-    ap.add_argument("--local-seconds", type=float, default=1.0)
-    ap.add_argument("--sup-steps", type=int, default=200)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--dino-steps", type=int, default=None, help="default: the config's")
+    ap.add_argument("--sup-steps", type=int, default=400)
     ap.add_argument("--ft-epochs", type=int, default=3, help="epochs per fine-tuning stage")
+    ap.add_argument("--no-transfer", action="store_true", help="frozen evaluation only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("runs/evidence-dino"))
     ap.add_argument("--data-root", type=Path, default=DATA_ROOT)
     ap.add_argument("--out", type=Path, default=RESULTS / "dino.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    work = args.work
-    work.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    train, evals, held = prepare(args.work, args.data_root, "speech")
+    if not (args.work / "ravdess.jsonl.gz").is_file():
+        ravdess = preset_cuts("ravdess", args.data_root, args.work / "cache")
+        save_cuts(ravdess.to_eager(), args.work / "ravdess.jsonl.gz")
     t0 = time.perf_counter()
-    train, rav, libri, held = prepare(work, args.data_root, work / "cache")
-    n_train = len(load_cuts(train))
+    frozen, transfer, minutes = [], [], {}
+    encoders = {}
+    for seed in args.seeds:
+        dino = args.work / f"dino-seed{seed}"
+        minutes[("dino", seed)] = train_run("dino", dino, train, {}, args.dino_steps, seed)
+        sup = args.work / f"supervised-seed{seed}"
+        minutes[("supervised", seed)] = train_run(
+            "supervised", sup, train, {"train.warmup-steps": 30}, args.sup_steps, seed
+        )
+        encoders[seed] = {"random": random_twin(dino, seed), "dino": dino, "supervised": sup}
+        for encoder, up in encoders[seed].items():
+            for eval_set, r in score(up, evals).items():
+                frozen.append({"encoder": encoder, "seed": seed, "eval_set": eval_set,
+                               "eer": r["eer"], "min_dcf": r["min_dcf"],
+                               "trials": r["trials"]})  # fmt: skip
+        report(args, frozen, transfer, minutes, len(load_cuts(train)), held, t0)
+    if not args.no_transfer:
+        for seed in args.seeds:
+            for name, task, ft, which in TRANSFER:
+                for encoder, up in encoders[seed].items():
+                    if which != "all" and encoder != which:
+                        continue
+                    value = finetune(args, f"{encoder}-{name}", up, seed, task, ft)
+                    metric = "eer" if "SV" in name else "accuracy"
+                    transfer.append({"encoder": encoder, "seed": seed, "study": name,
+                                     "metric": metric, "value": value})  # fmt: skip
+                    report(args, frozen, transfer, minutes, len(load_cuts(train)), held, t0)
 
-    dino = work / "dino"
-    if not trained(dino, args.dino_steps):
-        cfg = build(DinoConfig, yaml_file="dino-ecapa-tiny")
-        cfg = dataclasses.replace(
-            cfg, out=dino, resume=find_latest(dino / "checkpoints") is not None,
-            data=dataclasses.replace(cfg.data, train=[train], batch_size=16),
-            crops=dataclasses.replace(cfg.crops, global_seconds=args.global_seconds,
-                                      local_seconds=args.local_seconds),
-            dino=dataclasses.replace(cfg.dino, freeze_last_layer_epochs=0.25),
-            train=dataclasses.replace(cfg.train, max_steps=args.dino_steps, warmup_steps=40,
-                                      ckpt_every=100, num_workers=1, log_every=10),
-        )  # fmt: skip
-        run_dino(cfg)
-    sup = work / "supervised"
-    if not trained(sup, args.sup_steps):
-        cfg = build(SupervisedConfig, yaml_file="supervised-ecapa-tiny")
-        cfg = dataclasses.replace(
-            cfg, out=sup, resume=find_latest(sup / "checkpoints") is not None,
-            data=dataclasses.replace(cfg.data, train=[train], batch_size=32),
-            train=dataclasses.replace(cfg.train, max_steps=args.sup_steps, warmup_steps=30,
-                                      ckpt_every=100, num_workers=1, log_every=10),
-        )  # fmt: skip
-        run_supervised(cfg)
-    rand = work / "random-ecapa"
-    if not (rand / "model.json").is_file():
-        ref = load_upstream(str(dino))
-        torch.manual_seed(0)
-        save_upstream(build_model("ecapa", dataclasses.asdict(ref.config)), rand)
-    train_s = time.perf_counter() - t0
 
-    encoders = {"random ECAPA": str(rand), "supervised (AAM)": str(sup), "DINO": str(dino)}
-    libri_cuts = list(load_cuts(libri))
-    held_cuts = [c for c in load_cuts(rav) if str(get_label(c, "speaker")) in held]
-    rows = {}
-    for name, up in encoders.items():
-        r = {"libri_eer": sv_eer(up, libri_cuts), "ravdess_eer": sv_eer(up, held_cuts)}
-        key = name.split()[0].lower()
-        emo = dict(task="ravdess-emotion")
-        r["emo_staged_2s"] = finetune(work, f"{key}-emo-staged-2s", up, args, strategy="staged",
-                                      chunk_seconds=2.0, **emo)["accuracy"]  # fmt: skip
-        if key != "random":
-            sv = dict(cuts=rav, label="speaker", split_by="speaker", eval="verify")
-            r["sv_staged"] = 100 * finetune(work, f"{key}-sv-staged", up, args,
-                                            strategy="staged", **sv)["eer"]  # fmt: skip
-        if key == "dino":
-            r["emo_all_2s"] = finetune(work, "dino-emo-all-2s", up, args, strategy="all",
-                                       chunk_seconds=2.0, **emo)["accuracy"]  # fmt: skip
-            r["emo_staged_4s"] = finetune(work, "dino-emo-staged-4s", up, args,
-                                          strategy="staged", chunk_seconds=4.0, **emo)["accuracy"]  # fmt: skip
-            r["emo_staged_2s_aug"] = finetune(work, "dino-emo-staged-2s-aug", up, args,
-                                              strategy="staged", chunk_seconds=2.0, augment=AugmentConfig(),
-                                              **emo)["accuracy"]  # fmt: skip
-            r["sv_all"] = 100 * finetune(work, "dino-sv-all", up, args, strategy="all",
-                                         **sv)["eer"]  # fmt: skip
-        rows[name] = r
-    total_s = time.perf_counter() - t0
-    (work / "rows.json").write_text(json.dumps(rows, indent=1))
-
-    def last(run: Path) -> dict:
-        recs = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
-        return recs[-1] if recs else {}
-
-    d, s = last(dino), last(sup)
-    cols = [("libri_eer", "LibriSpeech SV EER % (frozen)"),
-            ("ravdess_eer", "held-out RAVDESS SV EER % (frozen)"),
-            ("sv_staged", "RAVDESS SV EER % after staged FT"), ("sv_all", "... after all-at-once FT"),
-            ("emo_staged_2s", "emotion acc % staged 2 s"), ("emo_all_2s", "all 2 s"),
-            ("emo_staged_4s", "staged 4 s"), ("emo_staged_2s_aug", "staged 2 s + aug")]  # fmt: skip
+def report(args, frozen, transfer, minutes, n_train, held, t0) -> None:
+    seeds = sorted({r["seed"] for r in frozen})
     lines = [
-        *header("DINO vs supervised at our scale: speaker verification and emotion", args.threads),
-        f"- Load average at the end: {load_average()}",
-        f"- Training cuts (no held-out speaker): {n_train} (FSDD + RAVDESS training speakers); "
-        f"held out: RAVDESS speakers {sorted(held)} and all of librispeech-10spk",
-        f"- DINO: `dino-ecapa-tiny` (ECAPA 256 ch, 4096 prototypes, 2x{args.global_seconds:g} s "
-        f"+ 4x{args.local_seconds:g} s crops (shorter than the config's 3 s / 2 s, for CPU), "
-        f"noise + reverb), {args.dino_steps} steps x 16 utterances; last-layer freeze 0.25 "
-        "epoch. "
-        f"Final: loss {d.get('loss', float('nan')):.3f}, teacher entropy "
-        f"{d.get('teacher_entropy', float('nan')):.2f}, embedding std "
-        f"{d.get('embedding_std', float('nan')):.3f}",
-        f"- Supervised: `supervised-ecapa-tiny` (same encoder, AAM s 30 m 0.2), "
-        f"{args.sup_steps} steps x 32 utterances; final train accuracy "
-        f"{100 * s.get('accuracy', float('nan')):.1f}%",
-        f"- Fine-tuning: {args.ft_epochs} epochs per stage (all-at-once: twice), batch 32, "
-        "lr 2e-3 (stage 2: x0.1); emotion = ravdess-emotion (8 classes, unseen speakers; "
-        "chance 12.5%); SV after FT = train on the RAVDESS training speakers' labels, score "
-        "the held-out speakers",
-        f"- Wall time: training {train_s / 60:.0f} min, all {total_s / 60:.0f} min",
-        "- Engine-issue baselines (frozen features, linear probe): fbank emotion 39.3%, "
-        "LibriSpeech SV EER 10.2%; random tiny Transformer emotion 36.1%, EER 8.7%.",
+        *header("DINO vs random and supervised ECAPA at our scale", args.threads),
+        f"- Load average at the end: {load_average()}; wall time so far "
+        f"{(time.perf_counter() - t0) / 60:.0f} min (finished runs reused)",
+        f"- Training pool: {n_train} cuts ({POOL_NOTE}; pool `speech`); held out: RAVDESS "
+        f"speakers {sorted(held)} (240 utterances) and librispeech-10spk (100 utterances, "
+        "10 speakers)",
+        "- DINO: shipped `dino-ecapa-tiny` (ECAPA 128 ch, 1024 prototypes, 2 x 2 s + 2 x 1 s "
+        f"crops), {args.dino_steps or 1500} steps x 16; supervised: shipped "
+        f"`supervised-ecapa-tiny` (same encoder, AAM s 30 m 0.2, speaker labels of the pool), "
+        f"{args.sup_steps} steps x 32; random: the DINO architecture, seeded",
+        "- Training minutes: "
+        + ", ".join(f"{k} seed {s}: {v:.0f}" for (k, s), v in minutes.items()),  # fmt: skip
+        "- Frozen scoring: whole-utterance embedding, centred, cosine; balanced trials; chance "
+        "EER 50 %; minDCF at p_target 0.05",
         "",
-        "| encoder | " + " | ".join(c[1] for c in cols) + " |",
-        "|---|" + "---:|" * len(cols),
+        "## Frozen speaker verification (EER %, minDCF)",
+        "",
+        "| encoder | eval set | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | EER mean ± sd | EER / random |",
+        "|---|---|" + "---:|" * (len(seeds) + 2),
     ]
-    for name, r in rows.items():
-        cells = []
-        for key, _ in cols:
-            v = r.get(key)
-            cells.append(
-                "-" if v is None else f"{100 * v:.1f}" if key.startswith("emo") else f"{v:.1f}"
+    by = {(r["encoder"], r["eval_set"], r["seed"]): r for r in frozen}
+    for encoder in ("random", "dino", "supervised"):
+        for eval_set in sorted({r["eval_set"] for r in frozen}):
+            got = [by.get((encoder, eval_set, s)) for s in seeds]
+            cells = [f"{r['eer']:.1f} ({r['min_dcf']:.3f})" if r else "-" for r in got]
+            ratios = [r["eer"] / by[("random", eval_set, r["seed"])]["eer"] for r in got if r]
+            lines.append(
+                f"| {encoder} | {eval_set} | "
+                + " | ".join(cells)
+                + f" | {mean_sd([r['eer'] for r in got if r])} | "
+                + ", ".join(f"{x:.2f}" for x in ratios)
+                + " |"
             )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    write_result(args.out, lines)
+    if transfer:
+        lines += ["", f"## Transfer ({args.ft_epochs} epochs per stage, all-at-once: twice; "
+                  "batch 32, lr 2e-3, stage 2 x0.1; weights of the best dev epoch)", "",
+                  "Emotion: ravdess-emotion accuracy % (8 classes, test speakers unseen, chance "
+                  "12.5 %). SV: EER % on the held-out RAVDESS speakers after fine-tuning on the "
+                  "training speakers' labels.", "",
+                  "| study | encoder | " + " | ".join(f"seed {s}" for s in seeds)
+                  + " | mean ± sd |", "|---|---|" + "---:|" * (len(seeds) + 1)]  # fmt: skip
+        tb = {(r["study"], r["encoder"], r["seed"]): r["value"] for r in transfer}
+        for study, encoder in dict.fromkeys((r["study"], r["encoder"]) for r in transfer):
+            got = [tb.get((study, encoder, s)) for s in seeds]
+            lines.append(
+                f"| {study} | {encoder} | "
+                + " | ".join("-" if v is None else f"{v:.1f}" for v in got)
+                + f" | {mean_sd([v for v in got if v is not None])} |"
+            )
+    write_result(args.out, [*lines, ""])
+    args.out.with_suffix(".json").write_text(json.dumps(frozen, indent=1) + "\n")
+    (args.out.parent / "dino-transfer.json").write_text(json.dumps(transfer, indent=1) + "\n")
 
 
 if __name__ == "__main__":
