@@ -58,6 +58,16 @@ class CountingUpstream(FbankUpstream):
         return UpstreamOutput([h, 2 * h], out.mask)  # two layers, to test weighting
 
 
+class NoiseThenSignal(FbankUpstream):
+    """Layer 0 is seeded noise, layer 1 the fbank: only layer 1 knows the tone."""
+
+    def forward(self, wave, lengths=None) -> UpstreamOutput:
+        out = super().forward(wave, lengths)
+        h = out.hidden_states[0]
+        gen = torch.Generator().manual_seed(int(wave.shape[-1]))
+        return UpstreamOutput([torch.randn(h.shape, generator=gen), h], out.mask)
+
+
 def test_macro_f1_matches_sklearn():
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -289,3 +299,24 @@ def test_split_by_variant_is_a_choice_of_probe_and_finetune(capsys):
         assert build(cls, {**values, "split_by": "variant"}).split_by == "variant"
         with pytest.raises(UserError, match="'voice' is not a valid"):
             build(cls, {**values, "split_by": "voice"})
+
+
+def test_select_layer_keeps_the_layer_best_on_dev(tone_cuts):
+    feats = extract_features(NoiseThenSignal(), list(tone_cuts), None, "noise-signal")
+    task = Task("tones", "utterance", "tone", split_cuts(tone_cuts, "tone", "utterance", seed=0))
+    training = ProbeTraining(epochs=40, lr=1e-2)
+    r = run_probe_on(task, feats, seeds=[0, 1], training=training, select_layer=True)
+    sel = r["layer_selection"]
+    assert sel["chosen"] == 1 and sel["by"] == "dev_accuracy" and len(sel["dev_by_layer"]) == 2
+    assert sel["dev_by_layer"][1] > 0.9 > sel["dev_by_layer"][0]  # 3 tones: chance 1/3
+    # The reported seeds are exactly a probe of the chosen layer.
+    direct = run_probe_on(task, feats, seeds=[0, 1], training=training, layer=1)
+    assert r["per_seed"] == direct["per_seed"] and r["layer_weights"] == [0.0, 1.0]
+    with pytest.raises(UserError, match="not both"):
+        run_probe_on(task, feats, layer=1, select_layer=True)
+    no_dev = Task("tones", "utterance", "tone", {**task.splits, "dev": []})
+    with pytest.raises(UserError, match="dev split"):
+        run_probe_on(no_dev, feats, select_layer=True)
+    verify = Task("tones", "verification", "speaker", task.splits)
+    with pytest.raises(UserError, match="verification"):
+        run_probe_on(verify, feats, select_layer=True)

@@ -57,6 +57,7 @@ def run_probe_on(
     ctc: CtcTraining | None = None,
     ctc_head: CtcHead = "linear",
     skip_short: bool = False,
+    select_layer: bool = False,
 ) -> dict:
     """The probe of ``task`` on ``feats`` (features of every cut of the task).
 
@@ -72,6 +73,10 @@ def run_probe_on(
         ctc, ctc_head: training and head of a ctc task's probe.
         skip_short: leave training utterances shorter than their label (at the upstream's
             frame rate) out of CTC training, counted in the results, instead of an error.
+        select_layer: probe every layer alone on the first seed, keep the one best on dev
+            (PER or accuracy) and report all seeds on it; the dev score of every layer is in
+            ``layer_selection``. A learned weighting can under-read a model whose best layer
+            is in the middle (``benchmarks/results/layers.md``).
 
     Returns:
         What ``results.json`` of ``speechssl probe`` holds, less the upstream and config.
@@ -80,6 +85,11 @@ def run_probe_on(
     index = feats.index()
     if layer is not None and not -feats.num_layers <= layer < feats.num_layers:
         raise UserError(f"--layer {layer} out of range: the upstream has {feats.num_layers} layers")
+    if select_layer:
+        return _dev_selected_layer(
+            task, feats, layer=layer, classifier=classifier, seeds=seeds, training=training,
+            split_seed=split_seed, ctc=ctc, ctc_head=ctc_head, skip_short=skip_short,
+        )  # fmt: skip
     base = {
         "task": task.name,
         "kind": task.kind,
@@ -111,6 +121,27 @@ def run_probe_on(
         "summary": summarize(per_seed),
         "layer_weights": np.mean(weights, axis=0).tolist(),
     }
+
+
+def _dev_selected_layer(task: Task, feats: LayerFeatures, *, layer, seeds, **kw) -> dict:
+    """:func:`run_probe_on` on the layer with the best dev score of a first-seed probe."""
+    if layer is not None:
+        raise UserError("give --layer N or --select-layer, not both")
+    if task.kind == "verification":
+        raise UserError(
+            "--select-layer needs a trained probe; verification already scores every layer"
+        )
+    if not len(task.splits.get("dev", [])):
+        raise UserError("--select-layer needs a dev split to choose on; this task has none")
+    key, pick = ("dev_per", np.argmin) if task.kind == "ctc" else ("dev_accuracy", np.argmax)
+    dev = [
+        run_probe_on(task, feats, layer=k, seeds=seeds[:1], **kw)["per_seed"][0][key]
+        for k in range(feats.num_layers)
+    ]
+    chosen = int(pick(dev))
+    out = run_probe_on(task, feats, layer=chosen, seeds=seeds, **kw)
+    by = {"by": key, "seed": seeds[0], "dev_by_layer": dev, "chosen": chosen}
+    return out | {"layer_selection": by}
 
 
 def utterance_data(task: Task, feats: LayerFeatures, index: dict[str, int]):

@@ -56,6 +56,10 @@ class ProbeConfig:
     layer: int | None = opt(
         None, "probe one layer (index into hidden states); none = learnable weighted sum"
     )
+    select_layer: bool = opt(
+        False,
+        "probe each layer alone (first seed), keep the one best on dev, report all seeds on it",
+    )
     classifier: Literal["linear", "mlp"] = opt("linear", "utterance classifier on pooled mean+std")
     seeds: list[int] = opt(
         factory=lambda: [0, 1, 2], help="probe training seeds (mean and std reported)", ge=0
@@ -103,6 +107,8 @@ def run_probe(cfg: ProbeConfig) -> dict:
 
     if not cfg.seeds:
         raise UserError("give at least one seed")
+    if cfg.select_layer and cfg.layer is not None:
+        raise UserError("give --layer N or --select-layer, not both")
     started = time.time()
     run_dir = start_run(cfg.out, "probe", cfg, seed=cfg.seeds[0])
     dinfo = init_distributed()
@@ -138,6 +144,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
         task, feats, layer=cfg.layer, classifier=cfg.classifier, seeds=cfg.seeds,
         training=ProbeTraining(**given), split_seed=cfg.split_seed,
         ctc=CtcTraining(**given), ctc_head=cfg.ctc_head, skip_short=cfg.skip_short,
+        select_layer=cfg.select_layer,
     )  # fmt: skip
     if task.kind == "verification":
         model = load_upstream(cfg.upstream, device=cfg.device)

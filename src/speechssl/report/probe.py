@@ -37,10 +37,16 @@ def render_probe(r: dict) -> str:
             std = "n/a (one seed)" if v["std"] is None else f"{v['std']:.4f}"
             lines.append(f"| {k} | {v['mean']:.4f} | {std} |")
     w = ", ".join(f"{x:.2f}" for x in r["layer_weights"])
-    lines.append(
-        f"\nSeeds {r['seeds']}; layer {'weighted sum' if r['layer'] is None else r['layer']}; mean layer weights [{w}]."
-    )
+    lines.append(f"\nSeeds {r['seeds']}; {_layer_text(r)}; mean layer weights [{w}].")
     return "\n".join(lines)
+
+
+def _layer_text(r: dict) -> str:
+    if "layer_selection" in r:
+        s = r["layer_selection"]
+        devs = ", ".join(f"{k}: {v:.3g}" for k, v in enumerate(s["dev_by_layer"]))
+        return f"layer {s['chosen']}, chosen on {s['by']} of seed {s['seed']} ({devs})"
+    return f"layer {'weighted sum' if r['layer'] is None else r['layer']}"
 
 
 def _ctc_lines(r: dict) -> list[str]:
@@ -63,8 +69,7 @@ def _ctc_lines(r: dict) -> list[str]:
         "",
         f"Head {r['head']}; {len(r['vocab'])} tokens + blank at {r['frame_rate']:g} Hz; "
         f"test {r['split_sizes']['test']} utterances, {n} tokens; predicting nothing scores 100 %.",
-        f"Seeds {r['seeds']}; layer {'weighted sum' if r['layer'] is None else r['layer']}; "
-        f"mean layer weights [{w}].",
+        f"Seeds {r['seeds']}; {_layer_text(r)}; mean layer weights [{w}].",
         "Tokens never seen in training (always errors): "
         + ", ".join(f"{k} {v}" for k, v in unseen.items())
         + (f" ({', '.join(r['unseen_types'][:10])})" if r["unseen_types"] else "")
