@@ -27,6 +27,7 @@ import yaml
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 from lhotse import CutSet
 
+from speechssl.audio.noise import FRAME
 from speechssl.config import build
 from speechssl.data.batching import get_label
 from speechssl.data.manifest import load_cuts, save_cuts
@@ -45,8 +46,27 @@ POOLS = {
 }
 
 
-def prepare(work: Path, data_root: Path, pool: str) -> tuple[Path, dict[str, list], set[str]]:
-    """(training cuts, evaluation cuts by set name, held-out RAVDESS speakers)."""
+def trim_silence(cut, range_db: float, pad: float = 0.1):
+    """``cut`` without its leading and trailing silence: from the first to the last 20 ms frame
+    within ``range_db`` of the loudest, ``pad`` seconds kept either side (RAVDESS clips are
+    ~37 % edge silence, so 1-2 s crops often hold no speech)."""
+    x = torch.from_numpy(cut.load_audio()[0]).double()
+    sr, frame = cut.sampling_rate, FRAME
+    power = x[: x.numel() // frame * frame].reshape(-1, frame).square().mean(1)
+    active = torch.nonzero(power >= power.max() * 10 ** (-range_db / 10)).flatten()
+    if active.numel() == 0:
+        return cut
+    start = max(0.0, int(active[0]) * frame / sr - pad)
+    end = min(cut.duration, (int(active[-1]) + 1) * frame / sr + pad)
+    return cut.truncate(offset=start, duration=end - start, preserve_id=True)
+
+
+def prepare(
+    work: Path, data_root: Path, pool: str, trim_db: float | None = None
+) -> tuple[Path, dict[str, list], set[str]]:
+    """(training cuts, evaluation cuts by set name, held-out RAVDESS speakers); with
+    ``trim_db`` the training cuts lose their edge silence (:func:`trim_silence`) and every
+    evaluation set is also scored trimmed (``<set>-trimmed``)."""
     cache = work / "cache"
     emo = build_task("ravdess-emotion", data_root=data_root, cache_dir=cache, seed=0)
     held = {str(get_label(c, "speaker")) for n in ("dev", "test") for c in emo.splits[n]}
@@ -55,12 +75,17 @@ def prepare(work: Path, data_root: Path, pool: str) -> tuple[Path, dict[str, lis
         "librispeech-10spk": list(preset_cuts("librispeech-10spk", data_root, cache)),
         "ravdess-heldout": [c for c in ravdess if str(get_label(c, "speaker")) in held],
     }
-    train = work / f"train-{pool}.jsonl.gz"
+    if trim_db is not None:
+        evals |= {f"{k}-trimmed": [trim_silence(c, trim_db) for c in v] for k, v in evals.items()}
+    tag = "" if trim_db is None else f"-trim{trim_db:g}"
+    train = work / f"train-{pool}{tag}.jsonl.gz"
     if not train.is_file():
         keep = []
         for folder in POOLS[pool]:
             cuts = ravdess if folder == "ravdess" else preset_cuts(folder, data_root, cache)
             keep += [c for c in cuts if str(get_label(c, "speaker")) not in held]
+        if trim_db is not None:
+            keep = [trim_silence(c, trim_db) for c in keep]
         save_cuts(CutSet.from_cuts(keep), train)
     return train, evals, held
 
@@ -135,6 +160,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--pool", choices=sorted(POOLS), default="speech")
+    ap.add_argument("--trim-db", type=float, default=None,
+                    help="cut the pool's edge silence (frames this many dB under the loudest); "
+                    "also scores every evaluation set trimmed")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("runs/dino-recipe"))
     ap.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -143,7 +171,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     overrides = parse_sets(args.set)
-    train, evals, held = prepare(args.work, args.data_root, args.pool)
+    train, evals, held = prepare(args.work, args.data_root, args.pool, args.trim_db)
     rows_file = args.work / "rows.jsonl"
     rows = (
         [json.loads(x) for x in rows_file.read_text().splitlines()] if rows_file.is_file() else []
@@ -153,6 +181,7 @@ def main() -> None:
         minutes = train_run("dino", run, train, overrides, args.steps, seed)
         m = last_metrics(run)
         common = {"recipe": args.name, "seed": seed, "steps": args.steps, "pool": args.pool,
+                  "trim_db": args.trim_db,
                   "overrides": overrides, "train_minutes": round(minutes, 1),
                   "loss": m.get("loss"), "teacher_entropy": m.get("teacher_entropy")}  # fmt: skip
         rows = [r for r in rows if not (r["recipe"] == args.name and r["seed"] == seed)]
@@ -194,8 +223,9 @@ def report(args, rows: list[dict], n_train: int, held: set[str]) -> None:
         rnd = by.get((recipe, seed, eval_set, "random"))
         ratio = f"{r['eer'] / rnd['eer']:.2f}" if rnd else "-"
         sets = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
+        trim = f", trimmed {r['trim_db']:g} dB" if r.get("trim_db") is not None else ""
         lines.append(
-            f"| {recipe} | {r.get('pool', 'speech')} | {sets} | {seed} | {r['steps']} | {r['train_minutes']} "
+            f"| {recipe} | {r.get('pool', 'speech')}{trim} | {sets} | {seed} | {r['steps']} | {r['train_minutes']} "
             f"| {r['loss']:.3f} | {r['teacher_entropy']:.2f} | {eval_set} "
             f"| {rnd['eer'] if rnd else float('nan'):.1f} | {r['eer']:.1f} | {ratio} "
             f"| {r['min_dcf']:.3f} |"
