@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from speechssl import progress
 from speechssl.cli import main
 from speechssl.data.batching import get_label
 from speechssl.data.manifest import Row, build_cutset
@@ -106,6 +107,26 @@ def test_ctc_probe_learns_planted_tokens_and_weights_the_right_layer():
     short = CtcTraining(epochs=6, lr=1e-2, batch_size=8)
     model, _ = train_ctc_probe(model, x, shuffled, x_dev, refs[0], vocab, short)
     assert score(model, x_test, refs[1], vocab)["per"] > 50
+
+
+def test_ctc_probe_reports_each_epoch_with_its_dev_per(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)  # a line every epoch off a terminal
+    rng = np.random.default_rng(1)
+    vocab = ["p1", "p2", "p3"]
+    proto = 2 * rng.standard_normal((len(vocab) + 1, 12))
+    x, y = _planted(24, rng, proto)
+    x_dev, y_dev = _planted(8, rng, proto)
+    refs = [" ".join(vocab[t - 1] for t in s.tolist()) for s in y_dev]
+    allx = torch.cat(x).float()
+    model = CtcProbe(allx.mean(0), allx.std(0), len(vocab) + 1, head="linear")
+    training = CtcTraining(epochs=3, lr=1e-2, batch_size=8, patience=5)
+    _, hist = train_ctc_probe(model, x, y, x_dev, refs, vocab, training)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ctc probe:")]
+    assert [ln.split(",")[0] for ln in lines] == [f"ctc probe: {k}/3 epochs" for k in (1, 2, 3)]
+    shown = [float(ln.split("dev PER ")[1].split()[0]) for ln in lines]
+    assert shown == pytest.approx(hist["dev_curve"], abs=0.051)  # the curve, to one decimal
+    best = [float(ln.split("(best ")[1].split(")")[0]) for ln in lines]
+    assert best == pytest.approx(np.minimum.accumulate(hist["dev_curve"]), abs=0.051)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from speechssl.evaluation.probes import LayerWeights
+from speechssl.progress import Progress, console
 
 __all__ = [
     "BLANK",
@@ -204,6 +205,7 @@ def train_ctc_probe(
     )
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     best, best_per, best_epoch, stale, epoch, curve = None, math.inf, -1, 0, 0, []
+    bar = Progress(t.epochs, "ctc probe", "epoch", leave=False)
     for epoch in range(t.epochs):
         model.train()
         perm = torch.randperm(len(x), generator=gen).tolist()
@@ -226,12 +228,17 @@ def train_ctc_probe(
         if len(x_dev):
             per = score(model, x_dev, refs_dev, vocab)["per"]
             curve.append(round(per, 2))
+            bar.set_status(f"dev PER {per:.1f} (best {min(per, best_per):.1f})")
             if per < best_per:
                 best, best_per, best_epoch, stale = copy.deepcopy(model.state_dict()), per, epoch, 0
             else:
                 stale += 1
                 if stale >= t.patience:
                     break
+        bar.update(emit=False)
+        if bar.plain and bar.due():
+            console(bar.line())
+    bar.close()
     if best is not None:
         model.load_state_dict(best)
     model.eval()
