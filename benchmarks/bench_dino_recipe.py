@@ -27,7 +27,7 @@ import yaml
 from common import DATA_ROOT, RESULTS, header, load_average, write_result
 from lhotse import CutSet
 
-from speechssl.audio.noise import FRAME
+from speechssl.audio.noise import FRAME, active_frames, frame_energies
 from speechssl.config import build
 from speechssl.data.batching import get_label
 from speechssl.data.manifest import load_cuts, save_cuts
@@ -50,10 +50,10 @@ def trim_silence(cut, range_db: float, pad: float = 0.1):
     """``cut`` without its leading and trailing silence: from the first to the last 20 ms frame
     within ``range_db`` of the loudest, ``pad`` seconds kept either side (RAVDESS clips are
     ~37 % edge silence, so 1-2 s crops often hold no speech)."""
-    x = torch.from_numpy(cut.load_audio()[0]).double()
+    x = torch.from_numpy(cut.load_audio()[0])
     sr, frame = cut.sampling_rate, FRAME
-    power = x[: x.numel() // frame * frame].reshape(-1, frame).square().mean(1)
-    active = torch.nonzero(power >= power.max() * 10 ** (-range_db / 10)).flatten()
+    energy, count = frame_energies(x, frame)
+    active = torch.nonzero(active_frames(energy / count, range_db)).flatten()
     if active.numel() == 0:
         return cut
     start = max(0.0, int(active[0]) * frame / sr - pad)

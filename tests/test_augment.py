@@ -16,7 +16,7 @@ from scipy.signal import welch
 
 from speechssl.audio.augment import Augmenter, change_speed
 from speechssl.audio.augment_config import AugmentConfig
-from speechssl.audio.noise import coloured_noise
+from speechssl.audio.noise import active_frames, active_power, coloured_noise, frame_energies
 from speechssl.audio.reverb import synthetic_rir
 from speechssl.config import add_arguments, build
 from speechssl.data.corpora import folder_rows
@@ -87,6 +87,21 @@ def schroeder_rt60(h: np.ndarray, sr: int = SR) -> float:
 
 
 # -- noise ----------------------------------------------------------------------------------
+
+
+def test_frame_energies_and_active_power_by_hand():
+    """Two 4-sample frames and a 2-sample tail: sums of squares 4, 0.04 and 8; the quiet
+    middle frame (power 0.01 vs 4, 26 dB down) is active at 40 dB, not at 20 dB."""
+    x = torch.tensor([1.0, -1, 1, -1, 0.1, 0.1, -0.1, 0.1, 2, 2])
+    energy, count = frame_energies(x, frame=4)
+    assert energy.tolist() == pytest.approx([4.0, 0.04, 8.0])
+    assert count.tolist() == [4.0, 4.0, 2.0]
+    power = energy / count
+    assert active_frames(power, 40.0).tolist() == [True, True, True]
+    assert active_frames(power, 20.0).tolist() == [True, False, True]
+    # default range (40 dB): all frames count, so the active power is the plain mean square
+    assert active_power(x, frame=4) == pytest.approx(float((x**2).mean()))
+    assert active_power(torch.zeros(0)) == 0.0
 
 
 @pytest.mark.parametrize("snr", [0.0, 7.5, 18.0])

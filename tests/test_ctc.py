@@ -129,6 +129,25 @@ def test_ctc_probe_reports_each_epoch_with_its_dev_per(capsys, monkeypatch):
     assert best == pytest.approx(np.minimum.accumulate(hist["dev_curve"]), abs=0.051)
 
 
+
+def test_ctc_probe_early_stop_still_reports_its_last_epoch(capsys, monkeypatch):
+    """A probe that cannot learn (lr ~ 0) stops after ``patience`` stale epochs; the epoch that
+    stopped it is shown too, so the last line matches the history's curve."""
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    rng = np.random.default_rng(2)
+    vocab = ["p1", "p2"]
+    proto = 2 * rng.standard_normal((len(vocab) + 1, 12))
+    x, y = _planted(16, rng, proto)
+    x_dev, y_dev = _planted(4, rng, proto)
+    refs = [" ".join(vocab[t - 1] for t in s.tolist()) for s in y_dev]
+    allx = torch.cat(x).float()
+    model = CtcProbe(allx.mean(0), allx.std(0), len(vocab) + 1, head="linear")
+    training = CtcTraining(epochs=6, lr=1e-12, batch_size=8, patience=2)
+    _, hist = train_ctc_probe(model, x, y, x_dev, refs, vocab, training)
+    assert len(hist["dev_curve"]) == 3  # the best epoch, then two stale ones
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ctc probe:")]
+    assert [ln.split(",")[0] for ln in lines] == [f"ctc probe: {k}/6 epochs" for k in (1, 2, 3)]
+
 @pytest.fixture(scope="module")
 def tone_phones(tmp_path_factory):
     """48 cuts by 8 speakers: each 'phone' is an 80 ms tone, 40 ms of silence between."""

@@ -19,8 +19,10 @@ __all__ = [
     "ACTIVE_RANGE_DB",
     "FRAME",
     "SILENCE_POWER",
+    "active_frames",
     "active_power",
     "coloured_noise",
+    "frame_energies",
     "mean_power",
     "mix_at_snr",
 ]
@@ -37,25 +39,37 @@ def mean_power(x: torch.Tensor) -> float:
     return float(x.double().square().mean())
 
 
-def active_power(x: torch.Tensor, frame: int = FRAME) -> float:
-    """Mean square over the frames within ``ACTIVE_RANGE_DB`` of the loudest one.
+def frame_energies(x: torch.Tensor, frame: int = FRAME) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of squares, sample count) of each ``frame``-sample frame, in float64.
 
     A signal shorter than one frame is one frame; the last partial frame counts as a frame
-    of its own length.
+    of its own length. Empty for an empty signal.
     """
     n = x.numel()
-    if n == 0:
-        return 0.0
-    sq = x.double().square()
+    sq = x.double().flatten().square()
     full = n // frame * frame
-    sums = [sq[:full].reshape(-1, frame).sum(1)] if full else []
-    counts = [torch.full((full // frame,), float(frame), dtype=torch.float64)] if full else []
+    energy = sq[:full].reshape(-1, frame).sum(1)
+    count = torch.full((full // frame,), float(frame), dtype=torch.float64)
     if full < n:
-        sums.append(sq[full:].sum().reshape(1))
-        counts.append(torch.tensor([float(n - full)], dtype=torch.float64))
-    energy, count = torch.cat(sums), torch.cat(counts)
-    power = energy / count
-    active = power >= power.max() * 10 ** (-ACTIVE_RANGE_DB / 10)
+        energy = torch.cat([energy, sq[full:].sum().reshape(1)])
+        count = torch.cat([count, torch.tensor([float(n - full)], dtype=torch.float64)])
+    return energy, count
+
+
+def active_frames(power: torch.Tensor, range_db: float = ACTIVE_RANGE_DB) -> torch.Tensor:
+    """Mask of the frames whose ``power`` lies within ``range_db`` of the loudest one."""
+    if power.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    return power >= power.max() * 10 ** (-range_db / 10)
+
+
+def active_power(x: torch.Tensor, frame: int = FRAME) -> float:
+    """Mean square over the frames within ``ACTIVE_RANGE_DB`` of the loudest one
+    (frames as :func:`frame_energies`)."""
+    if x.numel() == 0:
+        return 0.0
+    energy, count = frame_energies(x, frame)
+    active = active_frames(energy / count)
     return float(energy[active].sum() / count[active].sum())
 
 

@@ -233,11 +233,11 @@ def train_ctc_probe(
                 best, best_per, best_epoch, stale = copy.deepcopy(model.state_dict()), per, epoch, 0
             else:
                 stale += 1
-                if stale >= t.patience:
-                    break
         bar.update(emit=False)
         if bar.plain and bar.due():
             console(bar.line())
+        if stale >= t.patience:
+            break
     bar.close()
     if best is not None:
         model.load_state_dict(best)
