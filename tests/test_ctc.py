@@ -129,7 +129,6 @@ def test_ctc_probe_reports_each_epoch_with_its_dev_per(capsys, monkeypatch):
     assert best == pytest.approx(np.minimum.accumulate(hist["dev_curve"]), abs=0.051)
 
 
-
 def test_ctc_probe_early_stop_still_reports_its_last_epoch(capsys, monkeypatch):
     """A probe that cannot learn (lr ~ 0) stops after ``patience`` stale epochs; the epoch that
     stopped it is shown too, so the last line matches the history's curve."""
@@ -147,6 +146,7 @@ def test_ctc_probe_early_stop_still_reports_its_last_epoch(capsys, monkeypatch):
     assert len(hist["dev_curve"]) == 3  # the best epoch, then two stale ones
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ctc probe:")]
     assert [ln.split(",")[0] for ln in lines] == [f"ctc probe: {k}/6 epochs" for k in (1, 2, 3)]
+
 
 @pytest.fixture(scope="module")
 def tone_phones(tmp_path_factory):
