@@ -48,7 +48,7 @@ class DemoConfig:
     )
     probe_epochs: int = opt(20, "training epochs of each probe", ge=1)
     pretrain_steps: int = opt(150, "steps of the MT4SSL pretraining stage (0: skip it)", ge=0)
-    dino_steps: int = opt(80, "steps of the DINO stage (0: skip it)", ge=0)
+    dino_steps: int = opt(300, "steps of the DINO stage (0: skip it)", ge=0)
     unfused_epochs: int = opt(
         8, "epochs of the UnFuSeD stage's distillation and of each fine-tuning (0: skip it)", ge=0
     )
