@@ -109,19 +109,27 @@ def test_ctc_probe_learns_planted_tokens_and_weights_the_right_layer():
     assert score(model, x_test, refs[1], vocab)["per"] > 50
 
 
-def test_ctc_probe_reports_each_epoch_with_its_dev_per(capsys, monkeypatch):
-    monkeypatch.setattr(progress, "EVERY_S", 0.0)  # a line every epoch off a terminal
-    rng = np.random.default_rng(1)
-    vocab = ["p1", "p2", "p3"]
-    proto = 2 * rng.standard_normal((len(vocab) + 1, 12))
-    x, y = _planted(24, rng, proto)
-    x_dev, y_dev = _planted(8, rng, proto)
+def _train_planted_linear(seed: int, n_vocab: int, n_train: int, n_dev: int, training):
+    """A linear CTC probe trained on planted data; returns its history."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"p{k + 1}" for k in range(n_vocab)]
+    proto = 2 * rng.standard_normal((n_vocab + 1, 12))
+    x, y = _planted(n_train, rng, proto)
+    x_dev, y_dev = _planted(n_dev, rng, proto)
     refs = [" ".join(vocab[t - 1] for t in s.tolist()) for s in y_dev]
     allx = torch.cat(x).float()
-    model = CtcProbe(allx.mean(0), allx.std(0), len(vocab) + 1, head="linear")
-    training = CtcTraining(epochs=3, lr=1e-2, batch_size=8, patience=5)
-    _, hist = train_ctc_probe(model, x, y, x_dev, refs, vocab, training)
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ctc probe:")]
+    model = CtcProbe(allx.mean(0), allx.std(0), n_vocab + 1, head="linear")
+    return train_ctc_probe(model, x, y, x_dev, refs, vocab, training)[1]
+
+
+def _epoch_lines(capsys) -> list[str]:
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ctc probe:")]
+
+
+def test_ctc_probe_reports_each_epoch_with_its_dev_per(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)  # a line every epoch off a terminal
+    hist = _train_planted_linear(1, 3, 24, 8, CtcTraining(epochs=3, lr=1e-2, batch_size=8))
+    lines = _epoch_lines(capsys)
     assert [ln.split(",")[0] for ln in lines] == [f"ctc probe: {k}/3 epochs" for k in (1, 2, 3)]
     shown = [float(ln.split("dev PER ")[1].split()[0]) for ln in lines]
     assert shown == pytest.approx(hist["dev_curve"], abs=0.051)  # the curve, to one decimal
@@ -131,20 +139,12 @@ def test_ctc_probe_reports_each_epoch_with_its_dev_per(capsys, monkeypatch):
 
 def test_ctc_probe_early_stop_still_reports_its_last_epoch(capsys, monkeypatch):
     """A probe that cannot learn (lr ~ 0) stops after ``patience`` stale epochs; the epoch that
-    stopped it is shown too, so the last line matches the history's curve."""
+    stopped it is shown too."""
     monkeypatch.setattr(progress, "EVERY_S", 0.0)
-    rng = np.random.default_rng(2)
-    vocab = ["p1", "p2"]
-    proto = 2 * rng.standard_normal((len(vocab) + 1, 12))
-    x, y = _planted(16, rng, proto)
-    x_dev, y_dev = _planted(4, rng, proto)
-    refs = [" ".join(vocab[t - 1] for t in s.tolist()) for s in y_dev]
-    allx = torch.cat(x).float()
-    model = CtcProbe(allx.mean(0), allx.std(0), len(vocab) + 1, head="linear")
     training = CtcTraining(epochs=6, lr=1e-12, batch_size=8, patience=2)
-    _, hist = train_ctc_probe(model, x, y, x_dev, refs, vocab, training)
+    hist = _train_planted_linear(2, 2, 16, 4, training)
     assert len(hist["dev_curve"]) == 3  # the best epoch, then two stale ones
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ctc probe:")]
+    lines = _epoch_lines(capsys)
     assert [ln.split(",")[0] for ln in lines] == [f"ctc probe: {k}/6 epochs" for k in (1, 2, 3)]
 
 
